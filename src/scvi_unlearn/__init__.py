@@ -1,0 +1,16 @@
+"""scvi-unlearn: machine unlearning, membership audits and Fisher analysis for scVI models."""
+
+from importlib.metadata import PackageNotFoundError, version
+
+# scvi-tools 1.4.2's view_anndata_setup()/view_registry() use rich.pretty without importing it
+import rich.pretty  # noqa: F401
+
+from scvi_unlearn import data
+from scvi_unlearn.model import SCVI
+
+try:
+    __version__ = version("scvi-unlearn")
+except PackageNotFoundError:  # pragma: no cover - running from a source tree
+    __version__ = "0.0.0"
+
+__all__ = ["SCVI", "__version__", "data"]

@@ -1,0 +1,138 @@
+"""Matched non-members: held-out cells that resemble a forget set, chosen from the data only.
+
+The seed study matched negatives by k-NN on a *sampled* latent of its baseline model, which was
+non-deterministic and made the negative set depend on a model (98% of the "matches" had another
+cell type).  Here the match depends on the data only, so every model is audited against the same
+negatives.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import anndata as ad
+import numpy as np
+import scipy.sparse as sp
+from sklearn.decomposition import PCA
+from sklearn.neighbors import NearestNeighbors
+
+from scvi_unlearn.data._membership import HOLDOUT, SPLIT_KEY
+
+
+def log_normalized_pca(
+    adata: ad.AnnData, layer: str | None = "counts", n_pcs: int = 30, seed: int = 0
+) -> np.ndarray:
+    """PCA of ``log1p(counts / total * 1e4)`` for every cell of ``adata`` (deterministic)."""
+    x = adata.layers[layer] if layer is not None else adata.X
+    x = sp.csr_matrix(x, dtype=np.float64)
+    totals = np.asarray(x.sum(axis=1)).ravel()
+    totals[totals == 0] = 1.0
+    x = sp.csr_matrix(sp.diags(1e4 / totals) @ x)
+    x.data = np.log1p(x.data)
+    dense = x.toarray()
+    n_comp = int(min(n_pcs, dense.shape[0] - 1, dense.shape[1]))
+    return PCA(n_components=n_comp, svd_solver="full", random_state=seed).fit_transform(dense)
+
+
+def matched_nonmembers(
+    adata: ad.AnnData,
+    forget: Sequence[str],
+    n: int | None = None,
+    method: str = "auto",
+    label_key: str = "cell_type",
+    heldout: Sequence[str] | None = None,
+    layer: str | None = "counts",
+    n_pcs: int = 30,
+    seed: int = 0,
+) -> np.ndarray:
+    """Held-out cells matched to ``forget`` from the data itself, never from a model.
+
+    Parameters
+    ----------
+    adata
+        Dataset containing both the forget cells and the held-out cells.
+    forget
+        ``obs_names`` of the forget cells.
+    n
+        Number of non-members to return; default ``len(forget)`` (capped by what exists).
+    method
+        ``"label"``: held-out cells with the forget cells' labels, sampled in the same label
+        proportions; ``"pca"``: for each forget cell in turn, its nearest not-yet-chosen held-out
+        cell in a PCA of log-normalized counts (greedy matching without replacement);
+        ``"auto"``: ``"label"`` first, then fills up to ``n`` with ``"pca"`` matches.
+    label_key
+        ``obs`` column of cell types (``"label"`` and ``"auto"``).
+    heldout
+        ``obs_names`` of candidate non-members; default the cells with
+        ``obs["membership"] == "heldout"`` (see :func:`membership_split`).
+    layer
+        Layer of counts for the PCA (``None`` for ``X``).
+    n_pcs
+        Number of principal components.
+    seed
+        Seed for sampling and the PCA solver.
+
+    Returns
+    -------
+    ``obs_names`` of the matched held-out cells (at most ``n``; fewer only if fewer exist).
+    """
+    forget = np.asarray(forget, dtype=str)
+    if forget.size == 0:
+        raise ValueError("The forget set is empty.")
+    missing = np.setdiff1d(forget, np.asarray(adata.obs_names, dtype=str))
+    if missing.size:
+        raise KeyError(f"{missing.size} forget cells are not in adata, e.g. {list(missing[:5])}.")
+    if heldout is None:
+        if SPLIT_KEY not in adata.obs:
+            raise ValueError(
+                "No held-out cells: pass `heldout=` or run scvi_unlearn.data.membership_split."
+            )
+        heldout = adata.obs_names[(adata.obs[SPLIT_KEY].astype(str) == HOLDOUT).to_numpy()]
+    heldout = np.setdiff1d(np.asarray(heldout, dtype=str), forget)
+    if heldout.size == 0:
+        raise ValueError("There are no held-out cells to match against.")
+    if method not in ("label", "pca", "auto"):
+        raise ValueError(f"method must be 'label', 'pca' or 'auto', got {method!r}.")
+    n = forget.size if n is None else int(n)
+    if n < 1:
+        raise ValueError(f"n must be positive, got {n}.")
+    n = min(n, heldout.size)
+    rng = np.random.default_rng(seed)
+
+    chosen: list[str] = []
+    if method in ("label", "auto"):
+        if label_key not in adata.obs:
+            raise KeyError(f"Label column {label_key!r} is not in adata.obs.")
+        labels = adata.obs[label_key].astype(str)
+        f_counts = labels.loc[forget].value_counts()
+        h_labels = labels.loc[heldout]
+        for lab, cnt in f_counts.items():
+            pool = np.sort(h_labels.index[h_labels.to_numpy() == lab].to_numpy(dtype=str))
+            want = int(round(n * cnt / forget.size))
+            take = min(want, pool.size)
+            if take:
+                chosen.extend(rng.choice(pool, size=take, replace=False).tolist())
+        chosen = chosen[:n]
+    if method in ("pca", "auto") and len(chosen) < n:
+        emb = log_normalized_pca(adata, layer=layer, n_pcs=n_pcs, seed=seed)
+        pos = {name: i for i, name in enumerate(np.asarray(adata.obs_names, dtype=str))}
+        cand = np.array([c for c in heldout if c not in set(chosen)], dtype=str)
+        cand_emb = emb[[pos[c] for c in cand]]
+        f_emb = emb[[pos[f] for f in forget]]
+        k = min(cand.size, n)
+        nn = NearestNeighbors(n_neighbors=k).fit(cand_emb)
+        _, neigh = nn.kneighbors(f_emb)
+        taken = np.zeros(cand.size, dtype=bool)
+        order = rng.permutation(forget.size)
+        # greedy rounds: each forget cell claims its nearest free neighbour
+        for rank in range(k):
+            for i in order:
+                if len(chosen) >= n:
+                    break
+                j = neigh[i, rank]
+                if not taken[j]:
+                    taken[j] = True
+                    chosen.append(cand[j])
+            if len(chosen) >= n:
+                break
+    return np.asarray(chosen, dtype=str)

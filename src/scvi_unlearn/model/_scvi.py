@@ -1,0 +1,147 @@
+"""The drop-in :class:`SCVI` model: scvi-tools' SCVI plus unlearning, audit and Fisher tools."""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import logging
+from typing import Any
+
+import numpy as np
+import scvi
+import scvi.model
+
+from scvi_unlearn.model._attack_mixin import MembershipAttackMixin
+from scvi_unlearn.model._fisher_mixin import FisherMixin
+from scvi_unlearn.model._unlearning_mixin import UnlearningMixin
+
+logger = logging.getLogger(__name__)
+
+_BaseSCVI = scvi.model.SCVI
+
+#: train() arguments whose values cannot be recorded for an exact retrain.
+_UNRECORDABLE = ("datamodule",)
+
+
+class SCVI(UnlearningMixin, MembershipAttackMixin, FisherMixin, _BaseSCVI):
+    """scVI :cite:p:`Lopez18` with machine unlearning, membership audits and Fisher analysis.
+
+    A drop-in subclass of :class:`scvi.model.SCVI` with the same name, arguments and behaviour:
+    every SCVI workflow (``setup_anndata``, ``train``, latent representations, differential
+    expression, scArches query mapping, save/load, minification) works unchanged, and
+    checkpoints load in both directions.  On top of that:
+
+    * :meth:`train` records, in saved ``*_`` attributes, the exact recipe
+      (:attr:`train_recipe_`) and the identity of the cells used for training
+      (:attr:`train_obs_names_`, :attr:`validation_obs_names_`), by ``obs_names``, so that the
+      model can later be retrained exactly without a set of cells;
+    * :meth:`unlearn` removes cells from a trained model (:class:`UnlearningMixin`);
+    * :meth:`membership_attack` audits whether cells are still detectable
+      (:class:`MembershipAttackMixin`);
+    * :meth:`fisher_overlap` measures the Fisher-information overlap between two cell sets
+      (:class:`FisherMixin`).
+
+    An AnnData already registered with :meth:`scvi.model.SCVI.setup_anndata` is accepted as is.
+
+    Parameters
+    ----------
+    adata, registry, n_hidden, n_latent, n_layers, dropout_rate, dispersion, gene_likelihood, \
+use_observed_lib_size, latent_distribution, **kwargs
+        Exactly as in :class:`scvi.model.SCVI`.
+
+    Examples
+    --------
+    >>> import scvi_unlearn as su
+    >>> adata = su.data.pbmc68k()
+    >>> su.SCVI.setup_anndata(adata, layer="counts", labels_key="cell_type")
+    >>> model = su.SCVI(adata, n_latent=10)
+    >>> model.train(max_epochs=20)
+    >>> model.train_recipe_["max_epochs"]
+    20
+    """
+
+    #: Keyword arguments of the last :meth:`train` call, with defaults filled in, plus the seed.
+    train_recipe_: dict[str, Any] | None = None
+    #: ``obs_names`` of the cells in the training split of the last :meth:`train` call.
+    train_obs_names_: np.ndarray | None = None
+    #: ``obs_names`` of the cells in the validation split of the last :meth:`train` call.
+    validation_obs_names_: np.ndarray | None = None
+
+    @classmethod
+    def _get_most_recent_anndata_manager(cls, adata, required: bool = False):
+        manager = super()._get_most_recent_anndata_manager(adata, required=False)
+        if manager is None and cls is not _BaseSCVI:
+            # accept an AnnData registered with plain scvi.model.SCVI.setup_anndata
+            # (same setup function, so the same fields): adopt its manager
+            base_manager = _BaseSCVI._get_most_recent_anndata_manager(adata, required=False)
+            if base_manager is not None:
+                cls.register_manager(base_manager)
+                manager = base_manager
+        if manager is None and required:
+            return super()._get_most_recent_anndata_manager(adata, required=True)
+        return manager
+
+    def train(self, *args, **kwargs):
+        """Train the model, exactly as :meth:`scvi.model.SCVI.train`, and record the recipe.
+
+        All arguments are those of :meth:`scvi.model.SCVI.train`.  After training,
+        :attr:`train_recipe_` holds every argument (defaults filled in) and the value of
+        ``scvi.settings.seed`` at call time, and :attr:`train_obs_names_` /
+        :attr:`validation_obs_names_` hold the ``obs_names`` of the cells of each split.  These
+        attributes are saved with the model and make an exact retrain without a set of cells
+        possible (``model.unlearn(..., method="retrain")``).
+        """
+        recipe = self._bind_train_arguments(args, kwargs)
+        result = super().train(*args, **kwargs)
+        self.train_recipe_ = recipe
+        self._record_split_cells()
+        return result
+
+    def _bind_train_arguments(self, args: tuple, kwargs: dict) -> dict[str, Any]:
+        sig = inspect.signature(_BaseSCVI.train)
+        bound = sig.bind(self, *args, **kwargs)
+        bound.apply_defaults()
+        recipe: dict[str, Any] = {}
+        for name, value in bound.arguments.items():
+            if name == "self":
+                continue
+            param = sig.parameters[name]
+            if param.kind is inspect.Parameter.VAR_KEYWORD:
+                recipe["trainer_kwargs"] = copy.deepcopy(dict(value))
+            elif name in _UNRECORDABLE:
+                recipe[name] = None if value is None else f"<{type(value).__name__}>"
+            else:
+                recipe[name] = copy.deepcopy(value)
+        recipe["seed"] = scvi.settings.seed
+        recipe["scvi_tools_version"] = scvi.__version__
+        return recipe
+
+    def _record_split_cells(self) -> None:
+        if self.adata is None:  # custom datamodule: no AnnData to name cells by
+            self.train_obs_names_ = None
+            self.validation_obs_names_ = None
+            return
+        names = np.asarray(self.adata.obs_names, dtype=object)
+
+        def _names(indices):
+            if indices is None:
+                return np.asarray([], dtype=str)
+            return names[np.asarray(indices, dtype=int)].astype(str)
+
+        self.train_obs_names_ = _names(self.train_indices)
+        self.validation_obs_names_ = _names(self.validation_indices)
+
+    @property
+    def trained_obs_names(self) -> np.ndarray:
+        """``obs_names`` of every cell the model has seen in training (train + validation split).
+
+        Validation cells never produce gradients but steer early stopping and are present in the
+        model's recorded state, so unlearning treats them as seen.
+        """
+        if self.train_obs_names_ is None:
+            raise ValueError(
+                "This model has no record of the cells it was trained on: train it with "
+                "scvi_unlearn.SCVI.train (a model trained or saved by plain scvi.model.SCVI "
+                "does not record them)."
+            )
+        return np.concatenate([self.train_obs_names_, self.validation_obs_names_]).astype(str)

@@ -1,0 +1,55 @@
+"""Shared fixtures: the offline PBMC data and a small trained model (session-scoped, read-only).
+
+Tests that need to change a model or an AnnData must copy it first; fixtures are shared.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ.setdefault("PYTORCH_ENABLE_MPS_FALLBACK", "1")
+
+#: rare cell type used as the structured forget set in tests (31 cells in pbmc68k_reduced)
+FORGET_LABEL = "CD56+ NK"
+
+
+@pytest.fixture(scope="session")
+def pbmc():
+    """pbmc68k with integer counts and a stratified membership split (holdout 0.3, seed 0)."""
+    import scvi_unlearn as su
+
+    adata = su.data.pbmc68k()
+    su.data.membership_split(adata, holdout=0.3, stratify="cell_type", seed=0)
+    return adata
+
+
+@pytest.fixture(scope="session")
+def pbmc_train(pbmc):
+    """Training members only, registered with ``su.SCVI`` (counts layer, cell-type labels)."""
+    import scvi_unlearn as su
+
+    adata = pbmc[pbmc.obs["membership"] == "train"].copy()
+    su.SCVI.setup_anndata(adata, layer="counts", labels_key="cell_type")
+    return adata
+
+
+@pytest.fixture(scope="session")
+def trained_model(pbmc_train):
+    """A small su.SCVI trained 30 epochs on the training members (seeded, no progress bar)."""
+    import scvi_unlearn as su
+    from scvi_unlearn._seeding import isolated_seed
+
+    with isolated_seed(0):
+        model = su.SCVI(pbmc_train, n_latent=10, n_hidden=64)
+        model.train(max_epochs=30, enable_progress_bar=False, train_size=0.9)
+    return model
+
+
+@pytest.fixture(scope="session")
+def forget_names(pbmc):
+    """obs_names of the training members of the rare cell type."""
+    import scvi_unlearn as su
+
+    return su.data.forget_by_label(pbmc, FORGET_LABEL)
