@@ -32,12 +32,12 @@ def isolated_seed(seed: int | None) -> Iterator[None]:
     import scvi
 
     py_state = random.getstate()
-    np_state = np.random.get_state()
+    np_state = np.random.get_state()  # noqa: NPY002 (saving the global state)
     scvi_seed = scvi.settings._seed
     with torch.random.fork_rng(devices=[]):
         try:
             random.seed(seed)
-            np.random.seed(seed)
+            np.random.seed(seed)  # noqa: NPY002 (restored on exit)
             torch.manual_seed(seed)
             # bypass the settings setter: it would reseed the global generators outside the fork
             scvi.settings._seed = seed
@@ -45,7 +45,7 @@ def isolated_seed(seed: int | None) -> Iterator[None]:
         finally:
             scvi.settings._seed = scvi_seed
             random.setstate(py_state)
-            np.random.set_state(np_state)
+            np.random.set_state(np_state)  # noqa: NPY002
 
 
 def as_generator(random_state: int | np.random.Generator | None) -> np.random.Generator:
