@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Fresh-machine entry point: `bash scripts/run.sh demo` (the main job) or `bash scripts/run.sh test`.
+# Creates ./.venv once (the local CPU torch 2.13.0 first, so no dependency pulls a CUDA build),
+# installs the package with its test extra, then runs the requested job.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV="${VENV:-.venv}"
+if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c "import scvi_unlearn" 2>/dev/null; then
+  python3 -m venv "$VENV"
+  "$VENV/bin/python" -m pip install -q --upgrade pip
+  "$VENV/bin/python" -m pip install -q torch==2.13.0
+  "$VENV/bin/python" -m pip install -q -e ".[test,dev]"
+fi
+export PATH="$VENV/bin:$PATH"
+job="${1:-}"
+shift || true
+case "$job" in
+  demo)
+    scvi-unlearn demo "$@"
+    ;;
+  test)
+    ruff check .
+    ruff format --check .
+    python -m pytest -m "not slow" -q -p no:cacheprovider "$@"
+    ;;
+  *)
+    echo "usage: bash scripts/run.sh {demo|test} [args...]" >&2
+    exit 2
+    ;;
+esac

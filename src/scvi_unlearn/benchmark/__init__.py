@@ -1,0 +1,1 @@
+"""Benchmark runner, tables, figures and the demo."""
