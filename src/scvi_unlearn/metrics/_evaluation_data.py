@@ -19,6 +19,8 @@ import torch
 from anndata import AnnData
 from scvi.data._constants import _MANAGER_UUID_KEY, _SCVI_UUID_KEY
 
+from scvi_unlearn._seeding import isolated_seed
+
 
 def _is_registered_as_is(model, adata: AnnData) -> bool:
     """Whether ``model`` can use ``adata`` without registering, transferring or copying it."""
@@ -73,7 +75,9 @@ def evaluation_adata(model, adata: AnnData | None) -> Iterator[AnnData]:
     had_instance_store = model.id in cls._per_instance_manager_store
     try:
         try:
-            model._validate_anndata(copy)
+            # scvi-tools' count check samples entries with the global numpy RNG: isolate it
+            with isolated_seed(0):
+                model._validate_anndata(copy)
         except (KeyError, ValueError) as err:
             raise ValueError(
                 "These cells cannot be set up for this model (their AnnData must have the "
