@@ -1,0 +1,27 @@
+"""The seeds' toy models: two-Gaussian MI unlearning and mixture-of-Gaussians VAE simulations."""
+
+from scvi_unlearn.toy._mutual_information import (
+    notebook_mutual_information,
+    plugin_mutual_information,
+)
+from scvi_unlearn.toy._two_gaussian import (
+    ARMS,
+    SEED_NOTEBOOK_NUMBERS,
+    TwoGaussianData,
+    make_two_gaussian,
+    summarize_two_gaussian,
+    two_gaussian_experiment,
+    two_gaussian_table,
+)
+
+__all__ = [
+    "ARMS",
+    "SEED_NOTEBOOK_NUMBERS",
+    "TwoGaussianData",
+    "make_two_gaussian",
+    "notebook_mutual_information",
+    "plugin_mutual_information",
+    "summarize_two_gaussian",
+    "two_gaussian_experiment",
+    "two_gaussian_table",
+]
