@@ -50,8 +50,9 @@ def _small_model(adata, seed=0, **kwargs):
 
 
 @pytest.fixture(scope="module")
-def small_adata(pbmc_train):
-    adata = pbmc_train[:120].copy()
+def small_adata(pbmc):
+    # from the unregistered fixture: a copy of a registered AnnData shares its scvi uuid
+    adata = pbmc[pbmc.obs["membership"] == "train"][:120].copy()
     su.SCVI.setup_anndata(adata, layer="counts", labels_key="cell_type")
     return adata
 
@@ -78,6 +79,26 @@ def test_fast_matches_per_cell_loop(small_adata, kwargs):
         rel = (fast.values[k] - v).abs().max() / v.abs().max().clamp_min(1e-30)
         assert rel < 1e-4, (k, float(rel))
     assert fast.n_examples == len(idx)
+    if "dispersion" not in kwargs:  # every parameter by the taps: no vmap pass at all
+        assert fast.meta["vmap_parameters"] == ()
+    else:  # gene-label dispersion goes through one_hot: px_r by the vmap route
+        assert fast.meta["vmap_parameters"] == ("px_r",)
+
+
+def test_vmap_route_matches_taps(small_adata):
+    from scvi_unlearn.fisher import squared_gradient_mean
+    from scvi_unlearn.fisher._vae_fisher import _batches
+
+    model = _small_model(small_adata)
+    idx = np.arange(20)
+    noise = draw_noise(len(idx), model.module.n_latent, 2, 0)
+    taps = fisher_of_cells(model, small_adata, idx, n_draws=2, seed=0, batch_size=8)
+    vm = squared_gradient_mean(
+        model.module, vae_cell_loss, _batches(model, small_adata, idx, 8, noise), route="vmap"
+    )
+    assert set(vm.meta["vmap_parameters"]) == set(vm.values) == set(taps.values)
+    for k, v in vm.values.items():
+        assert float((taps.values[k] - v).abs().max() / v.abs().max()) < 1e-4, k
 
 
 def test_excluded_parameters_reported(small_adata):

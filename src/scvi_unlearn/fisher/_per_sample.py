@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 from torch.func import functional_call, grad, vmap
+from torch.nn import functional as F
 
 #: A per-example loss: ``loss_fn(module, inputs) -> Tensor`` of shape ``(n,)`` for inputs whose
 #: tensors all have a leading example dimension ``n``.
@@ -54,6 +55,9 @@ class DiagonalFisher:
         Posterior draws of ``z`` per example (1 for a deterministic model).
     seed
         Seed of the draws.
+    meta
+        Bookkeeping: ``"vmap_parameters"`` (parameters computed by the vmap route rather
+        than the taps), ``"obs_names"`` of the cells when computed for a model.
     """
 
     values: dict[str, torch.Tensor]
@@ -144,15 +148,160 @@ def _vmap_compatible_one_hot() -> Iterator[None]:
             setattr(mod, attr, _ORIGINAL_ONE_HOT)
 
 
-def _used_parameters(
+def _batch_gradients(
     bound: _Bound, params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor], inputs
-) -> set[str]:
-    """Names of the parameters on the computational path of the loss (ordinary autograd)."""
+) -> dict[str, torch.Tensor | None]:
+    """Ordinary autograd gradient of the summed loss (``None``: not on the computational path)."""
     probe = {k: v.detach().clone().requires_grad_(True) for k, v in params.items()}
     with torch.enable_grad():
         loss = functional_call(bound, (probe, buffers), (inputs,)).sum()
         grads = torch.autograd.grad(loss, list(probe.values()), allow_unused=True)
-    return {k for k, g in zip(probe, grads) if g is not None}
+    return dict(zip(probe, grads))
+
+
+class _Taps:
+    """Per-example squared gradients from one ordinary backward pass, without vmap.
+
+    Three kinds of parameters are *tapped*:
+
+    * ``nn.Linear`` (:math:`y = W a + b`), applied ``C`` times per example (e.g. once per
+      posterior draw): example :math:`i`'s gradient is
+      :math:`\\nabla_W \\ell_i = \\sum_c g_{ic} a_{ic}^\\top` with :math:`g_{ic}` the
+      gradient of the loss with respect to the layer output, so its elementwise square summed
+      over examples is :math:`\\sum_{c, c'} (g_c \\odot g_{c'})^\\top (a_c \\odot a_{c'})`:
+      ``C^2`` products of (examples x out) and (examples x in) matrices, never materialising
+      the (examples x out x in) per-example gradients (the trick behind Opacus' ghost norms
+      and BackPACK's diagonal second moments);
+    * eval-mode ``nn.BatchNorm1d`` (running statistics) and affine ``nn.LayerNorm``
+      (:math:`y = \\hat a \\odot w + b`): :math:`\\nabla_w \\ell_i = \\sum_c g_{ic}
+      \\odot \\hat a_{ic}`, :math:`\\nabla_b \\ell_i = \\sum_c g_{ic}`;
+    * parameters declared ``expandable`` (used only through broadcasting against the example
+      dimension, like scVI's gene dispersion ``px_r``): they are replaced by an (examples x
+      shape) copy, whose gradient rows are the per-example gradients.
+
+    Output gradients come from zero-valued probes added to each layer output, differentiated
+    in one ordinary backward pass of the summed loss (examples are independent, so the
+    gradient of the sum with respect to example ``i``'s output is that of :math:`\\ell_i`).
+    A layer called on anything but an (examples x features) input is flagged irregular and
+    left to the vmap route; so is any tapped parameter whose summed per-example gradient does
+    not match autograd's batch gradient on the first mini-batch (see :func:`_verified`).
+    """
+
+    def __init__(self, layers: dict[str, nn.Module], expandable: tuple[str, ...]):
+        self.layers = layers
+        self.expandable = expandable
+        self.records: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {}
+        self.irregular: set[str] = set()
+        self._n = 0
+        self._active = False
+        self._summed: dict[str, torch.Tensor] = {}
+        self._handles = []
+
+    def __enter__(self):
+        for name, layer in self.layers.items():
+            self._handles.append(layer.register_forward_hook(self._hook(name)))
+        return self
+
+    def __exit__(self, *exc):
+        for h in self._handles:
+            h.remove()
+        self._handles.clear()
+
+    def _hook(self, name):
+        def hook(layer, args, output):
+            if not self._active:
+                return None
+            a = args[0] if args else None
+            if a is None or a.dim() != 2 or a.shape[0] != self._n:
+                self.irregular.add(name)
+                return None
+            if isinstance(layer, nn.Linear):
+                feature = a.detach()
+            elif isinstance(layer, nn.BatchNorm1d):
+                feature = (a.detach() - layer.running_mean) / torch.sqrt(
+                    layer.running_var + layer.eps
+                )
+            else:  # nn.LayerNorm
+                feature = F.layer_norm(a.detach(), layer.normalized_shape, eps=layer.eps)
+            probe = torch.zeros_like(output, requires_grad=True)
+            self.records.setdefault(name, []).append((feature, probe))
+            return output + probe
+
+        return hook
+
+    def run(self, bound, params, buffers, inputs, n) -> dict[str, torch.Tensor]:
+        """Squared-gradient sums (float64) of every tapped parameter on one mini-batch."""
+        self.records, self._n, self._summed = {}, n, {}
+        expanded = {}
+        for k in self.expandable:
+            expanded[k] = torch.zeros((n, *params[k].shape), requires_grad=True)
+        call_params = dict(params)
+        for k, probe in expanded.items():
+            call_params[k] = params[k].expand(n, *params[k].shape) + probe
+        self._active = True
+        try:
+            with torch.enable_grad():
+                loss = functional_call(bound, (call_params, buffers), (inputs,)).sum()
+        finally:
+            self._active = False
+        probes = [p for recs in self.records.values() for _, p in recs] + list(expanded.values())
+        if not probes:
+            return {}
+        with torch.enable_grad():
+            grads = list(torch.autograd.grad(loss, probes, allow_unused=True))
+        out: dict[str, torch.Tensor] = {}
+        for name, recs in self.records.items():
+            feats = [f.double() for f, _ in recs]
+            outs = []
+            for _, p in recs:
+                g = grads.pop(0)
+                outs.append(torch.zeros(p.shape, dtype=torch.float64) if g is None else g.double())
+            if name in self.irregular:
+                continue
+            layer = self.layers[name]
+            bias_grad = torch.stack(outs).sum(0)  # per-example bias gradients (n, out)
+            if isinstance(layer, nn.Linear):
+                w = torch.zeros((outs[0].shape[1], feats[0].shape[1]), dtype=torch.float64)
+                for c in range(len(recs)):
+                    w += (outs[c] * outs[c]).T @ (feats[c] * feats[c])
+                    for d in range(c + 1, len(recs)):
+                        w += 2.0 * ((outs[c] * outs[d]).T @ (feats[c] * feats[d]))
+                out[f"{name}.weight"] = w
+                self._summed[f"{name}.weight"] = sum(g.T @ f for g, f in zip(outs, feats))
+            else:
+                w_grad = sum(g * f for g, f in zip(outs, feats))  # per-example (n, features)
+                out[f"{name}.weight"] = (w_grad * w_grad).sum(0)
+                self._summed[f"{name}.weight"] = w_grad.sum(0)
+            out[f"{name}.bias"] = (bias_grad * bias_grad).sum(0)
+            self._summed[f"{name}.bias"] = bias_grad.sum(0)
+        for k, g in zip(expanded, grads):
+            g = torch.zeros(expanded[k].shape) if g is None else g
+            g = g.double()
+            out[k] = (g * g).sum(0)
+            self._summed[k] = g.sum(0)
+        return out
+
+    def summed_gradients(self) -> dict[str, torch.Tensor]:
+        """Sum over examples of the per-example gradients of the last :meth:`run`."""
+        return self._summed
+
+
+def _verified(candidates: set[str], taps: _Taps, batch_grads) -> set[str]:
+    """The tapped parameters whose summed per-example gradient equals autograd's.
+
+    A parameter used outside its layer's ``forward`` (weight tying, direct use by the parent
+    module) would be tapped incompletely; it is caught here and left to the vmap route.
+    """
+    ok = set()
+    summed = taps.summed_gradients()
+    for pname in candidates:
+        if pname not in summed:
+            continue
+        ref = batch_grads[pname].double()
+        scale = float(ref.abs().max())
+        if torch.allclose(summed[pname], ref, rtol=1e-3, atol=1e-5 * scale + 1e-12):
+            ok.add(pname)
+    return ok
 
 
 def squared_gradient_mean(
@@ -162,6 +311,8 @@ def squared_gradient_mean(
     *,
     n_draws: int = 1,
     seed: int | None = None,
+    route: str = "auto",
+    expandable: tuple[str, ...] = (),
 ) -> DiagonalFisher:
     """Mean over examples of the squared per-example gradient of ``loss_fn``, per parameter.
 
@@ -170,8 +321,8 @@ def squared_gradient_mean(
     module
         The network.  It is evaluated in eval mode (no dropout; BatchNorm with its running
         statistics, hence a fixed affine map per example) and left exactly as it was: its
-        parameters are never written and its ``requires_grad`` flags and training mode are
-        unchanged afterwards.
+        parameters are never written and its ``requires_grad`` flags, ``.grad`` and training
+        mode are unchanged afterwards.
     loss_fn
         ``loss_fn(module, inputs) -> Tensor (n,)``: one loss per example; every tensor of
         ``inputs`` has a leading example dimension.  It must treat examples independently
@@ -181,46 +332,97 @@ def squared_gradient_mean(
         Mini-batches of inputs (mappings of tensors with the same leading dimension).
     n_draws, seed
         Recorded in the result (the noise itself lives in ``inputs``).
+    route
+        ``"auto"`` (default): parameters of ``nn.Linear``, eval-mode ``nn.BatchNorm1d``,
+        affine ``nn.LayerNorm`` layers and the ``expandable`` parameters by the taps of
+        :class:`_Taps` (one ordinary backward per mini-batch, nothing of size examples x
+        parameters materialised); any other parameter by :func:`torch.func.vmap` of
+        :func:`torch.func.grad`.  ``"vmap"``: everything by vmap (materialises examples x
+        parameters per mini-batch; slower, same values).
+    expandable
+        Names (as in ``module.named_parameters()``) of parameters that the loss uses only by
+        broadcasting against the example dimension (e.g. scVI's ``px_r`` with
+        ``dispersion="gene"``); they are tapped by an (examples x shape) expansion.
 
     Returns
     -------
     :class:`DiagonalFisher` with float64 CPU tensors.
     """
+    if route not in ("auto", "vmap"):
+        raise ValueError(f"route must be 'auto' or 'vmap', got {route!r}.")
     bound = _Bound(module, loss_fn)
     params = {f"m.{k}": v.detach() for k, v in module.named_parameters()}
     buffers = {f"m.{k}": v.detach() for k, v in module.named_buffers()}
+    unknown = [k for k in expandable if f"m.{k}" not in params]
+    if unknown:
+        raise KeyError(f"expandable parameters not in the module: {unknown}")
+    layers = {}
+    if route == "auto":
+        for name, layer in module.named_modules():
+            if type(layer) is nn.Linear or (
+                type(layer) is nn.LayerNorm and layer.elementwise_affine
+            ):
+                layers[f"m.{name}"] = layer
+            elif type(layer) is nn.BatchNorm1d and layer.affine:
+                if layer.running_mean is None:
+                    raise ValueError(
+                        f"BatchNorm layer {name!r} keeps no running statistics: in eval mode "
+                        "it normalises with batch statistics, so per-example losses are not "
+                        "defined."
+                    )
+                layers[f"m.{name}"] = layer
+    taps = _Taps(layers, tuple(f"m.{k}" for k in expandable) if route == "auto" else ())
 
-    def single_loss(p, example):
+    def single_loss(p, const, example):
         # vmap hands one example without its leading dimension; give it back a batch of one
         batched = {k: v.unsqueeze(0) for k, v in example.items()}
-        return functional_call(bound, (p, buffers), (batched,)).sum()
+        return functional_call(bound, ({**const, **p}, buffers), (batched,)).sum()
 
-    per_example_grad = vmap(grad(single_loss), in_dims=(None, 0), randomness="same")
+    per_example_grad = vmap(grad(single_loss), in_dims=(None, None, 0), randomness="same")
 
-    sums: dict[str, torch.Tensor] | None = None
+    sums: dict[str, torch.Tensor] = {}
     used: set[str] | None = None
+    tapped: set[str] = set()
+    rest: list[str] = []
     n = 0
     with (
         _eval_mode(module),
         _no_distribution_validation(),
         _vmap_compatible_one_hot(),
         torch.random.fork_rng(devices=[]),  # a module may draw (and discard) global noise
+        taps,
     ):
         for inputs in batches:
             inputs = {k: v for k, v in inputs.items() if v is not None}
+            n_batch = next(iter(inputs.values())).shape[0]
+            tap_sums = taps.run(bound, params, buffers, inputs, n_batch) if route == "auto" else {}
             if used is None:
-                used = _used_parameters(bound, params, buffers, inputs)
+                batch_grads = _batch_gradients(bound, params, buffers, inputs)
+                used = {k for k, g in batch_grads.items() if g is not None}
                 if not used:
                     raise ValueError(
                         "No parameter of the module receives a gradient from the loss."
                     )
-                active = {k: params[k] for k in params if k in used}
-                sums = {k: torch.zeros(v.shape, dtype=torch.float64) for k, v in active.items()}
-            with torch.no_grad():
-                grads = per_example_grad(active, inputs)
-            for k, g in grads.items():
-                sums[k] += g.detach().double().pow(2).sum(0).cpu()
-            n += next(iter(inputs.values())).shape[0]
+                sums = {
+                    k: torch.zeros(params[k].shape, dtype=torch.float64)
+                    for k in params
+                    if k in used
+                }
+                candidates = {
+                    k for k in tap_sums if k in used and k.rsplit(".", 1)[0] not in taps.irregular
+                }
+                tapped = _verified(candidates, taps, batch_grads)
+                rest = [k for k in params if k in used and k not in tapped]
+            for k in tapped:
+                sums[k] += tap_sums[k]
+            if rest:
+                active = {k: params[k] for k in rest}
+                const = {k: v for k, v in params.items() if k not in active}
+                with torch.no_grad():
+                    grads = per_example_grad(active, const, inputs)
+                for k, g in grads.items():
+                    sums[k] += g.detach().pow(2).sum(0).double().cpu()
+            n += n_batch
     if n == 0:
         raise ValueError("No examples: the selection of cells is empty.")
     values = {}
@@ -234,5 +436,10 @@ def squared_gradient_mean(
         values[k[2:]] = v
     excluded = tuple(k[2:] for k in params if k not in used)
     return DiagonalFisher(
-        values=values, excluded=excluded, n_examples=n, n_draws=n_draws, seed=seed
+        values=values,
+        excluded=excluded,
+        n_examples=n,
+        n_draws=n_draws,
+        seed=seed,
+        meta={"vmap_parameters": tuple(k[2:] for k in rest)},
     )

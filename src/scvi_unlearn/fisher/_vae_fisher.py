@@ -167,6 +167,8 @@ def fisher_of_cells(
         _batches(model, adata, indices, int(batch_size), noise),
         n_draws=int(n_draws),
         seed=seed,
+        # dispersion="gene": px_r (genes,) only broadcasts against the cells
+        expandable=("px_r",) if getattr(module, "dispersion", None) == "gene" else (),
     )
     result.meta["obs_names"] = np.asarray(adata.obs_names, dtype=str)[indices]
     return result
