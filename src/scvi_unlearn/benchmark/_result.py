@@ -1,0 +1,236 @@
+"""The benchmark's result: a tidy table, a per-method summary, files and figures."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from anndata import AnnData
+from scipy import stats
+
+#: Columns of :attr:`BenchmarkResult.summary` are computed from these table columns.
+_SUMMARY_COLUMNS = (
+    "auc",
+    "advantage",
+    "yeom_advantage",
+    "heldout_elbo",
+    "utility_silhouette",
+    "utility_ari",
+    "utility_marker_correlation",
+    "utility_neighborhood_jaccard",
+    "time_vs_retrain",
+)
+
+
+def mean_ci(values, level: float = 0.95) -> tuple[float, float, float]:
+    """Mean and Student-t ``level`` interval of ``values`` (NaNs dropped; NaN bounds if n < 2)."""
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v)]
+    if v.size == 0:
+        return (np.nan, np.nan, np.nan)
+    m = float(v.mean())
+    if v.size < 2:
+        return (m, np.nan, np.nan)
+    half = float(stats.t.ppf(0.5 + level / 2, v.size - 1) * v.std(ddof=1) / np.sqrt(v.size))
+    return (m, m - half, m + half)
+
+
+@dataclass
+class BenchmarkResult:
+    """Result of :func:`scvi_unlearn.benchmark.run`.
+
+    Attributes
+    ----------
+    table
+        One row per model (original, each retrain, each cost-matched retrain, each method x
+        seed): AUC with CI, advantage with CI, Yeom advantage, TPR at fixed FPRs, pass / fail
+        against the retrain target and why, held-out ELBO and every utility metric
+        (``utility_*``), wall time and time relative to retrain.
+    target
+        The :class:`scvi_unlearn.attack.RetrainTarget`.
+    reports
+        ``{(method, seed): AttackReport}``.
+    settings
+        The run's settings (methods, seeds, protocol).
+    """
+
+    table: pd.DataFrame
+    target: Any
+    reports: dict[tuple[str, int], Any]
+    adata: AnnData = field(repr=False)
+    forget: np.ndarray = field(repr=False)
+    label_key: str = "cell_type"
+    latent_models: dict[str, Any] | None = field(default=None, repr=False)
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def summary(self) -> pd.DataFrame:
+        """Per method: number of runs, pass rate, and mean with 95% CI of the main columns."""
+        rows = []
+        for method, grp in self.table.groupby("method", sort=False):
+            row: dict[str, Any] = {"method": method, "n_runs": len(grp)}
+            row["pass_rate"] = float(grp["passed"].mean())
+            for col in _SUMMARY_COLUMNS:
+                if col not in grp:
+                    continue
+                m, lo, hi = mean_ci(grp[col])
+                row[col] = m
+                row[f"{col}_ci_low"] = lo
+                row[f"{col}_ci_high"] = hi
+            rows.append(row)
+        return pd.DataFrame(rows)
+
+    def to_csv(self, directory: str | Path) -> tuple[Path, Path]:
+        """Write ``benchmark_table.csv`` and ``benchmark_summary.csv``; return their paths."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        t, s = directory / "benchmark_table.csv", directory / "benchmark_summary.csv"
+        self.table.to_csv(t, index=False)
+        self.summary.to_csv(s, index=False)
+        return t, s
+
+    def to_markdown(self, digits: int = 3) -> str:
+        """The summary as a Markdown table (mean [95% CI] across seeds), plus the target."""
+        s = self.summary
+        lo, hi = self.target.interval
+
+        def fmt(row, col, d=digits):
+            m, a, b = row.get(col), row.get(f"{col}_ci_low"), row.get(f"{col}_ci_high")
+            if m is None or not np.isfinite(m):
+                return "–"
+            if a is None or not np.isfinite(a):
+                return f"{m:.{d}f}"
+            return f"{m:.{d}f} [{a:.{d}f}, {b:.{d}f}]"
+
+        head = (
+            "| method | runs | AUC | advantage | Yeom adv. | held-out ELBO | ARI | "
+            "time / retrain | pass |\n|---|---|---|---|---|---|---|---|---|\n"
+        )
+        lines = [
+            f"| {r['method']} | {r['n_runs']} | {fmt(r, 'auc')} | {fmt(r, 'advantage')} | "
+            f"{fmt(r, 'yeom_advantage')} | {fmt(r, 'heldout_elbo', 1)} | "
+            f"{fmt(r, 'utility_ari', 2)} | {fmt(r, 'time_vs_retrain', 2)} | "
+            f"{r['pass_rate']:.0%} |"
+            for _, r in s.iterrows()
+        ]
+        foot = (
+            f"\nRetrain target: advantage <= {hi:.3f} (95% interval [{lo:.3f}, {hi:.3f}] over "
+            f"{len(self.target.reports)} retrains) and held-out ELBO >= "
+            f"{self.target.elbo_floor:.1f}.  Forget set: {self.settings.get('n_forget')} cells; "
+            f"attack: {self.settings.get('attack')}; means over seeds with 95% t-intervals.\n"
+        )
+        return head + "\n".join(lines) + "\n" + foot
+
+    # ------------------------------------------------------------------ figures
+    def plot_roc(self, ax=None, seed: int | None = None):
+        """ROC curves of every method (one seed) with the original and a retrain."""
+        import matplotlib.pyplot as plt
+
+        if ax is None:
+            _, ax = plt.subplots(figsize=(5, 5))
+        done = set()
+        for (method, s), report in self.reports.items():
+            if method in done or (seed is not None and s != seed):
+                continue
+            done.add(method)
+            report.plot_roc(ax=ax, label=f"{method} (AUC {report.auc:.2f})", chance=False)
+        ax.plot([0, 1], [0, 1], ls=":", color="grey", lw=1)
+        ax.set_title("Membership attack ROC (forget vs matched held-out)")
+        ax.legend(fontsize=7, loc="lower right")
+        return ax
+
+    def plot_advantage_vs_cost(self, ax=None):
+        """Advantage vs time / retrain time, with the retrain band and the budget curve."""
+        import matplotlib.pyplot as plt
+
+        if ax is None:
+            _, ax = plt.subplots(figsize=(6, 4.5))
+        lo, hi = self.target.interval
+        ax.axhspan(lo, hi, color="tab:green", alpha=0.15, label="retrain 95% interval")
+        t = self.table[self.table["method"] != "original"]
+        budget = t[t["method"].str.startswith("retrain")]
+        curve = budget.groupby("method")[["time_vs_retrain", "advantage"]].mean()
+        curve = curve.sort_values("time_vs_retrain")
+        ax.plot(
+            curve["time_vs_retrain"],
+            curve["advantage"],
+            "s--",
+            color="tab:green",
+            label="exact retrain (epoch budgets)",
+        )
+        for method, grp in t[~t["method"].str.startswith("retrain")].groupby("method"):
+            ax.errorbar(
+                grp["time_vs_retrain"].mean(),
+                grp["advantage"].mean(),
+                yerr=grp["advantage"].std(ddof=1) if len(grp) > 1 else None,
+                fmt="o",
+                capsize=3,
+                label=method,
+            )
+        orig = self.table[self.table["method"] == "original"]
+        if len(orig):
+            ax.axhline(orig["advantage"].iloc[0], color="tab:red", ls=":", label="original")
+        ax.set_xscale("log")
+        ax.set_xlabel("wall time / retrain wall time")
+        ax.set_ylabel("membership advantage 2|AUC - 0.5|")
+        ax.set_title("Forgetting vs cost")
+        ax.legend(fontsize=7)
+        return ax
+
+    def plot_umap(self, axes=None, seed: int = 0):
+        """Latent UMAP of the original, an unlearned and a retrained model (forget cells red)."""
+        import matplotlib.pyplot as plt
+        import scanpy as sc
+
+        if not self.latent_models:
+            raise ValueError("No latent models kept: run the benchmark with umap=True.")
+        from scvi_unlearn.metrics import latent_means
+
+        n = len(self.latent_models)
+        if axes is None:
+            _, axes = plt.subplots(1, n, figsize=(4 * n, 4))
+        is_forget = np.isin(np.asarray(self.adata.obs_names, dtype=str), self.forget)
+        for ax, (name, mdl) in zip(np.atleast_1d(axes), self.latent_models.items()):
+            z = latent_means(mdl, self.adata, seed=seed)
+            tmp = AnnData(np.zeros((z.shape[0], 1), dtype=np.float32), obsm={"X_z": z})
+            sc.pp.neighbors(tmp, use_rep="X_z", random_state=seed)
+            sc.tl.umap(tmp, random_state=seed)
+            xy = tmp.obsm["X_umap"]
+            ax.scatter(xy[~is_forget, 0], xy[~is_forget, 1], s=3, c="lightgrey")
+            ax.scatter(xy[is_forget, 0], xy[is_forget, 1], s=8, c="tab:red", label="forget")
+            ax.set_title(name, fontsize=9)
+            ax.set_xticks([])
+            ax.set_yticks([])
+        np.atleast_1d(axes)[0].legend(fontsize=7)
+        return axes
+
+    def save_figures(self, directory: str | Path) -> list[Path]:
+        """Write ``roc.png``, ``advantage_vs_cost.png`` and (if kept) ``latent_umap.png``."""
+        import matplotlib
+
+        matplotlib.use("Agg", force=False)
+        import matplotlib.pyplot as plt
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        out = []
+        for name, fn in (
+            ("roc", self.plot_roc),
+            ("advantage_vs_cost", self.plot_advantage_vs_cost),
+        ):
+            ax = fn()
+            ax.figure.tight_layout()
+            ax.figure.savefig(directory / f"{name}.png", dpi=150)
+            plt.close(ax.figure)
+            out.append(directory / f"{name}.png")
+        if self.latent_models:
+            axes = self.plot_umap()
+            fig = np.atleast_1d(axes)[0].figure
+            fig.tight_layout()
+            fig.savefig(directory / "latent_umap.png", dpi=150)
+            plt.close(fig)
+            out.append(directory / "latent_umap.png")
+        return out
