@@ -2,10 +2,99 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from anndata import AnnData
+
+# importing the subpackage registers the built-in methods (and exposes su.unlearn)
+from scvi_unlearn import unlearn as _unlearn
+
 
 class UnlearningMixin:
     """Adds :meth:`unlearn`: remove a set of cells from a trained model.
 
     Mixed into :class:`scvi_unlearn.SCVI`; reusable by any scvi-tools model whose module is a
-    :class:`scvi.module.VAE`.
+    :class:`scvi.module.VAE` and which records the cells it trained on (``train_obs_names_``,
+    ``validation_obs_names_``, ``train_recipe_``, as :meth:`scvi_unlearn.SCVI.train` does).
     """
+
+    #: provenance of the unlearning run that produced this model (``None`` for a trained model)
+    unlearn_record_: dict[str, Any] | None = None
+
+    def unlearn(
+        self,
+        adata_forget: AnnData | Sequence[str] | pd.Index | np.ndarray,
+        method: str = _unlearn.DEFAULT_METHOD,
+        *,
+        seed: int | None = None,
+        ignore_untrained: bool = False,
+        retain_tolerance: float = _unlearn.RETAIN_TOLERANCE,
+        on_degradation: str = "warn",
+        **method_kwargs: Any,
+    ):
+        """Return a new model that has forgotten ``adata_forget``; this model is not modified.
+
+        The forget cells are identified by ``obs_names`` among the cells this model was trained
+        on (training + validation split of :meth:`train`).  The retain cells are the trained
+        cells minus the forget cells, read from ``self.adata``.  The returned model is a new
+        instance of this class bound to a copy of the retain cells only: its recorded training
+        cells (``train_obs_names_``, ``validation_obs_names_``, indices), history and registry
+        mention no forgotten cell, so saving it (with or without its AnnData) does not reveal
+        them.  ``unlearn_record_`` holds the provenance (method, hyper-parameters with defaults,
+        seed, number of forgotten cells, salted digest of their names, wall time, package
+        versions, per-step losses, the retain-ELBO check and a slot for an audit).
+
+        Parameters
+        ----------
+        adata_forget
+            The cells to forget: an AnnData (e.g. ``adata[mask]``; only its ``obs_names`` are
+            used, it is not modified) or a sequence of ``obs_names``.
+        method
+            Name of a method in :data:`scvi_unlearn.unlearn.METHODS`: ``"retrain"`` (exact),
+            ``"finetune"``, ``"gradient_ascent"``, ``"ssd"``, ``"scrub"``, ``"contrastive"``,
+            ``"fisher"``, or one added with :func:`scvi_unlearn.unlearn.register`.  The default
+            is chosen by measurement (``docs/unlearning.md``).
+        seed
+            Seed of every random draw of the method (global generators are seeded inside the
+            call and restored afterwards).  ``None``: the seed recorded at training time
+            (``train_recipe_["seed"]``), so ``method="retrain"`` repeats the original training;
+            pass other seeds for several retrain references.
+        ignore_untrained
+            Skip cells this model never trained on instead of raising an error.
+        retain_tolerance
+            Largest tolerated relative drop of the mean ELBO on retain cells (new vs this model)
+            before :class:`~scvi_unlearn.unlearn.UnlearningWarning` (or an error, see
+            ``on_degradation``).  Non-finite parameters always raise
+            :class:`~scvi_unlearn.unlearn.UnlearningError`.
+        on_degradation
+            ``"warn"`` or ``"raise"`` when the retain ELBO drops by more than
+            ``retain_tolerance``.
+        **method_kwargs
+            Hyper-parameters of the method (see each method's docstring); unknown names raise a
+            :class:`TypeError` listing the accepted ones.
+
+        Returns
+        -------
+        A new model of this class, trained (``is_trained_``), with ``unlearn_record_``.
+
+        Examples
+        --------
+        >>> forget = adata[adata.obs["cell_type"] == "CD56+ NK"]
+        >>> new = model.unlearn(forget, method="retrain")
+        >>> new.unlearn_record_["n_forget"]
+        """
+        from scvi_unlearn.unlearn._engine import run_unlearning
+
+        return run_unlearning(
+            self,
+            adata_forget,
+            method,
+            seed=seed,
+            ignore_untrained=ignore_untrained,
+            retain_tolerance=retain_tolerance,
+            on_degradation=on_degradation,
+            **method_kwargs,
+        )

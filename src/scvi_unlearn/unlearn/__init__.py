@@ -1,0 +1,53 @@
+"""Unlearning methods, their registry and the shared training machinery.
+
+Use through :meth:`scvi_unlearn.SCVI.unlearn`::
+
+    new = model.unlearn(forget_cells, method="scrub")
+
+:data:`METHODS` maps names to methods; :func:`register` adds a user method.  Each built-in
+method lives in its own module and documents its paper, hyper-parameters and measured defaults
+(see ``docs/unlearning.md``).
+"""
+
+from scvi_unlearn.unlearn._contrastive import ContrastivePlan, contrastive
+from scvi_unlearn.unlearn._datamodule import RetainForgetDataModule
+from scvi_unlearn.unlearn._engine import DEFAULT_METHOD
+from scvi_unlearn.unlearn._finetune import RetainTrainingPlan, finetune
+from scvi_unlearn.unlearn._fisher import PreconditionedSGD, fisher
+from scvi_unlearn.unlearn._gradient_ascent import NegGradPlusPlan, gradient_ascent
+from scvi_unlearn.unlearn._guard import RETAIN_TOLERANCE, UnlearningError, UnlearningWarning
+from scvi_unlearn.unlearn._plan import NonFiniteLossError, UnlearningTrainingPlan
+from scvi_unlearn.unlearn._record import forget_digest, verify_forget_digest
+from scvi_unlearn.unlearn._registry import METHODS, get_method, register
+from scvi_unlearn.unlearn._retrain import retrain
+from scvi_unlearn.unlearn._scrub import ScrubPlan, scrub
+from scvi_unlearn.unlearn._ssd import ssd
+from scvi_unlearn.unlearn._task import UnlearningTask
+
+__all__ = [
+    "DEFAULT_METHOD",
+    "METHODS",
+    "RETAIN_TOLERANCE",
+    "ContrastivePlan",
+    "NegGradPlusPlan",
+    "NonFiniteLossError",
+    "PreconditionedSGD",
+    "RetainForgetDataModule",
+    "RetainTrainingPlan",
+    "ScrubPlan",
+    "UnlearningError",
+    "UnlearningTask",
+    "UnlearningTrainingPlan",
+    "UnlearningWarning",
+    "contrastive",
+    "finetune",
+    "fisher",
+    "forget_digest",
+    "get_method",
+    "gradient_ascent",
+    "register",
+    "retrain",
+    "scrub",
+    "ssd",
+    "verify_forget_digest",
+]

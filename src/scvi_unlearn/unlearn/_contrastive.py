@@ -1,0 +1,160 @@
+"""``contrastive``: forget posteriors pulled toward the prior, retain posteriors anchored."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch.distributions import Normal
+
+from scvi_unlearn.unlearn._losses import evaluation_mode, posterior_kl
+from scvi_unlearn.unlearn._plan import UnlearningTrainingPlan
+from scvi_unlearn.unlearn._registry import register
+
+
+def _prior_kl(module, tensors) -> torch.Tensor:
+    """Per-cell KL(q(z|x) || N(0, I)) of ``module`` (its encoder only)."""
+    qz = _posterior(module, tensors)
+    prior = Normal(torch.zeros_like(qz.loc), torch.ones_like(qz.scale))
+    return posterior_kl(qz, prior)
+
+
+def _posterior(module, tensors) -> Normal:
+    return module.inference(**module._get_inference_input(tensors))["qz"]
+
+
+class ContrastivePlan(UnlearningTrainingPlan):
+    """Pull forget posteriors toward the prior (bounded), anchor retain posteriors to the teacher.
+
+    Loss of the contrastive phase::
+
+        forget_weight * mean_forget relu(KL(q_S(z|x) || p(z))
+                                         - (1 - shrink) * KL(q_T(z|x) || p(z)))
+        + anchor_weight * mean_retain KL(q_T(z|x) || q_S(z|x))
+
+    After ``contrastive_epochs`` epochs, the remaining epochs fine-tune the retain ELBO.
+    """
+
+    def __init__(
+        self,
+        module,
+        teacher,
+        *,
+        forget_weight: float,
+        anchor_weight: float,
+        shrink: float,
+        contrastive_epochs: int,
+        **kwargs,
+    ):
+        super().__init__(module, **kwargs)
+        self.teacher = teacher
+        self.forget_weight = float(forget_weight)
+        self.anchor_weight = float(anchor_weight)
+        self.shrink = float(shrink)
+        self.contrastive_epochs = int(contrastive_epochs)
+
+    def unlearning_loss(self, retain, forget):
+        if forget is None or self.current_epoch >= self.contrastive_epochs:
+            out = self.retain_elbo(retain)
+            loss = out.nelbo.mean()
+            return loss, {"retain_nelbo": float(loss.detach())}, out.loss_output
+        with evaluation_mode(self.module):
+            kl_f = _prior_kl(self.module, forget)
+        with torch.no_grad(), evaluation_mode(self.teacher):
+            kl_f_teacher = _prior_kl(self.teacher, forget)
+            q_r_teacher = _posterior(self.teacher, retain)
+        target = (1.0 - self.shrink) * kl_f_teacher
+        l_f = torch.relu(kl_f - target).mean()
+        anchor = posterior_kl(q_r_teacher, _posterior(self.module, retain)).mean()
+        loss = self.forget_weight * l_f + self.anchor_weight * anchor
+        terms = {
+            "forget_prior_kl": float(kl_f.detach().mean()),
+            "forget_prior_kl_original": float(kl_f_teacher.mean()),
+            "retain_anchor_kl": float(anchor.detach()),
+        }
+        return loss, terms, None
+
+
+@register("contrastive")
+def contrastive(
+    task,
+    *,
+    max_epochs: int = 10,
+    shrink: float = 0.5,
+    forget_weight: float = 1.0,
+    anchor_weight: float = 1.0,
+    finetune_epochs: int = 0,
+    lr: float = 1e-3,
+    weight_decay: float = 1e-6,
+    kl_weight: float = 1.0,
+    batch_size: int = 128,
+    forget_batch_size: int | None = None,
+    accelerator: str = "auto",
+    devices: Any = "auto",
+    enable_progress_bar: bool = True,
+    **trainer_kwargs,
+):
+    """Move the forget cells' posteriors toward the prior while anchoring the retain posteriors.
+
+    A latent-space method in the spirit of contrastive unlearning (Zhang et al. 2024,
+    "Contrastive Unlearning: A Contrastive Approach to Machine Unlearning", IJCAI), adapted to a
+    VAE: a memorised cell has an informative, far-from-prior posterior; a cell the model never
+    saw is encoded less confidently.  The *negative* pull acts on the forget cells: their
+    ``KL(q(z|x) || p(z))`` is driven down to ``(1 - shrink)`` times its value under the original
+    (hinge: no gradient below the target, so the posteriors are not collapsed onto the prior,
+    which would itself single the cells out).  The *positive* anchor keeps the retain cells'
+    posteriors equal to the original's (``KL(q_orig || q_new)``).  Both terms touch only the
+    encoder; the decoder is unchanged unless ``finetune_epochs > 0`` adds a retain fine-tune of
+    the whole model (fixed KL weight).  Forget cells are passed in eval mode.
+
+    Parameters
+    ----------
+    task
+        The :class:`~scvi_unlearn.unlearn.UnlearningTask`.
+    max_epochs
+        Epochs of the contrastive phase (passes over the retain cells; forget cells cycled).
+    shrink
+        Fraction of each forget cell's prior KL to remove, in ``[0, 1]``.
+    forget_weight, anchor_weight
+        Weights of the forget pull and of the retain anchor.
+    finetune_epochs
+        Epochs of retain ELBO fine-tuning after the contrastive phase.
+    lr, weight_decay
+        Adam learning rate and weight decay.
+    kl_weight
+        Fixed KL weight of the fine-tune ELBO.
+    batch_size, forget_batch_size
+        Retain / forget cells per minibatch (``forget_batch_size`` default: ``batch_size``).
+    accelerator, devices, enable_progress_bar, **trainer_kwargs
+        As in :meth:`scvi.model.SCVI.train`.
+    """
+    if not 0.0 <= shrink <= 1.0:
+        raise ValueError(f"shrink must be in [0, 1], got {shrink}.")
+    if forget_weight < 0 or anchor_weight < 0:
+        raise ValueError("forget_weight and anchor_weight must be >= 0.")
+    if max_epochs < 0 or finetune_epochs < 0 or max_epochs + finetune_epochs < 1:
+        raise ValueError("max_epochs and finetune_epochs must be >= 0 with a positive sum.")
+    model = task.new_model(copy_weights=True)
+    plan = ContrastivePlan(
+        model.module,
+        task.teacher_module,
+        forget_weight=forget_weight,
+        anchor_weight=anchor_weight,
+        shrink=shrink,
+        contrastive_epochs=max_epochs,
+        lr=lr,
+        weight_decay=weight_decay,
+        kl_weight=kl_weight,
+        step_log=task.log,
+    )
+    task.fit(
+        model,
+        plan,
+        task.datamodule(batch_size, with_forget=True, forget_batch_size=forget_batch_size),
+        max_epochs=max_epochs + finetune_epochs,
+        accelerator=accelerator,
+        devices=devices,
+        enable_progress_bar=enable_progress_bar,
+        **trainer_kwargs,
+    )
+    return model

@@ -1,0 +1,100 @@
+"""A Lightning data module yielding retain and forget minibatches in the same training step."""
+
+from __future__ import annotations
+
+import lightning.pytorch as pl
+import numpy as np
+from lightning.pytorch.utilities import CombinedLoader
+from scvi.dataloaders import AnnDataLoader
+
+#: minibatches smaller than this are dropped from the retain loader (scVI's BatchNorm needs >= 2
+#: cells, and scvi-tools' DataSplitter moves such tails out of the training set for this reason)
+MIN_LAST_BATCH = 3
+
+
+class RetainForgetDataModule(pl.LightningDataModule):
+    """Training batches ``{"retain": tensors, "forget": tensors | None}``; validation on retain.
+
+    One epoch is one pass over the retain training cells; the forget cells (usually far fewer)
+    are cycled (``CombinedLoader(mode="max_size_cycle")``) so that every step sees a forget
+    minibatch.  Attributes ``train_idx`` / ``val_idx`` / ``test_idx`` / ``n_train`` / ``n_val``
+    follow :class:`scvi.dataloaders.DataSplitter`, so :class:`scvi.train.TrainRunner` records the
+    retain split as the model's ``train_indices`` / ``validation_indices``.
+
+    Parameters
+    ----------
+    retain_manager
+        :class:`~scvi.data.AnnDataManager` of the retain AnnData (the new model's).
+    train_indices, validation_indices
+        Positions of the retain training / validation cells in that AnnData.
+    forget_manager
+        Manager of an AnnData holding the forget cells (``None``: no forget batches).
+    forget_indices
+        Positions of the forget cells in the forget AnnData (default: all).
+    batch_size
+        Retain cells per minibatch.
+    forget_batch_size
+        Forget cells per minibatch (default ``batch_size``).
+    """
+
+    def __init__(
+        self,
+        retain_manager,
+        train_indices: np.ndarray,
+        validation_indices: np.ndarray,
+        forget_manager=None,
+        forget_indices: np.ndarray | None = None,
+        batch_size: int = 128,
+        forget_batch_size: int | None = None,
+    ):
+        super().__init__()
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
+        self.retain_manager = retain_manager
+        self.forget_manager = forget_manager
+        self.train_idx = np.asarray(train_indices, dtype=int)
+        self.val_idx = np.asarray(validation_indices, dtype=int)
+        self.test_idx = np.asarray([], dtype=int)
+        if forget_manager is not None and forget_indices is None:
+            forget_indices = np.arange(forget_manager.adata.n_obs)
+        self.forget_idx = None if forget_indices is None else np.asarray(forget_indices, int)
+        self.n_train = int(self.train_idx.size)
+        self.n_val = int(self.val_idx.size)
+        if self.n_train == 0:
+            raise ValueError("No retain training cells to train on.")
+        self.batch_size = int(batch_size)
+        self.forget_batch_size = int(forget_batch_size or batch_size)
+        tail = self.n_train % self.batch_size
+        self.drop_last = self.n_train > self.batch_size and 0 < tail < MIN_LAST_BATCH
+
+    def setup(self, stage: str | None = None):
+        pass
+
+    def train_dataloader(self):
+        """``CombinedLoader({"retain": ..., "forget": ...})`` cycling the forget cells."""
+        loaders = {
+            "retain": AnnDataLoader(
+                self.retain_manager,
+                indices=self.train_idx,
+                batch_size=self.batch_size,
+                shuffle=True,
+                drop_last=self.drop_last,
+            )
+        }
+        if self.forget_manager is not None:
+            loaders["forget"] = AnnDataLoader(
+                self.forget_manager,
+                indices=self.forget_idx,
+                batch_size=self.forget_batch_size,
+                shuffle=True,
+                drop_last=False,
+            )
+        return CombinedLoader(loaders, mode="max_size_cycle")
+
+    def val_dataloader(self):
+        """Retain validation cells (plain batches), or ``None`` without validation cells."""
+        if self.n_val == 0:
+            return None
+        return AnnDataLoader(
+            self.retain_manager, indices=self.val_idx, batch_size=self.batch_size, shuffle=False
+        )

@@ -1,0 +1,210 @@
+"""The unlearning engine behind :meth:`scvi_unlearn.SCVI.unlearn`.
+
+Steps of one request:
+
+1. resolve the forget cells by ``obs_names`` against the cells the model trained on
+   (``model.trained_obs_names``: training + validation split);
+2. build the retain AnnData: a registered copy of the trained cells minus the forget cells, taken
+   from ``model.adata`` (no ``uns``; the registry is transferred from the original's, so the
+   categorical mappings and the architecture are identical);
+3. run the method inside :func:`~scvi_unlearn._seeding.isolated_seed` (the caller's global random
+   state is restored afterwards) on an :class:`UnlearningTask`;
+4. check the result (:func:`~scvi_unlearn.unlearn._guard.check_unlearned_model`), set the new
+   model's training record to the retain cells and attach ``unlearn_record_``.
+
+The original model and the caller's AnnData are only read: every method works on copies, so they
+are unchanged whatever happens, including exceptions and ``KeyboardInterrupt``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from anndata import AnnData
+
+from scvi_unlearn._seeding import isolated_seed
+from scvi_unlearn.unlearn._guard import RETAIN_TOLERANCE, check_unlearned_model
+from scvi_unlearn.unlearn._record import new_record
+from scvi_unlearn.unlearn._registry import bind_hyperparameters, get_method
+from scvi_unlearn.unlearn._task import UnlearningTask, _minimal_copy
+
+#: method used when ``unlearn()`` is called without one (see docs/unlearning.md for why)
+DEFAULT_METHOD = "scrub"
+
+_ON_DEGRADATION = ("warn", "raise")
+
+
+def _as_obs_names(adata_forget: AnnData | Sequence[str] | pd.Index | np.ndarray) -> np.ndarray:
+    if isinstance(adata_forget, AnnData):
+        names = np.asarray(adata_forget.obs_names, dtype=str)
+    elif isinstance(adata_forget, str | bytes):
+        raise TypeError(
+            "adata_forget must be an AnnData or a sequence of obs_names, not a single string; "
+            "wrap one cell name in a list."
+        )
+    else:
+        try:
+            names = np.asarray(list(adata_forget), dtype=object)
+        except TypeError:
+            raise TypeError(
+                "adata_forget must be an AnnData or a sequence of obs_names, got "
+                f"{type(adata_forget).__name__}."
+            ) from None
+        if names.size and not all(isinstance(n, str) for n in names):
+            bad = next(n for n in names if not isinstance(n, str))
+            raise TypeError(
+                f"adata_forget must contain obs_names (strings); got {type(bad).__name__} "
+                f"{bad!r}. Positional indices are ambiguous across AnnData objects."
+            )
+        names = names.astype(str)
+    if names.size == 0:
+        raise ValueError("The forget set is empty: nothing to unlearn.")
+    return pd.unique(names)
+
+
+def _preview(names: Sequence[str], k: int = 5) -> str:
+    shown = ", ".join(repr(n) for n in list(names)[:k])
+    return shown + (f", ... ({len(names)} in total)" if len(names) > k else "")
+
+
+def _resolve_cells(model, forget: np.ndarray, ignore_untrained: bool):
+    trained = np.asarray(model.trained_obs_names, dtype=str)
+    is_trained = np.isin(forget, trained)
+    if not is_trained.all():
+        unknown = forget[~is_trained]
+        if not ignore_untrained:
+            raise ValueError(
+                f"{unknown.size} of the {forget.size} cells to forget were not used to train "
+                f"this model: {_preview(unknown)}. Pass ignore_untrained=True to skip them."
+            )
+        forget = forget[is_trained]
+        if forget.size == 0:
+            raise ValueError(
+                "None of the cells to forget were used to train this model: nothing to unlearn."
+            )
+    if model.adata is None:
+        raise ValueError(
+            "The model has no AnnData (loaded without data?): unlearning needs the retain "
+            "cells. Load it with its AnnData: SCVI.load(path, adata=adata)."
+        )
+    obs = pd.Index(np.asarray(model.adata.obs_names, dtype=str))
+    if not obs.is_unique:
+        dup = obs[obs.duplicated()].unique()
+        raise ValueError(
+            f"model.adata has duplicated obs_names ({_preview(dup)}); cells cannot be identified."
+        )
+    forget_set = set(forget)
+    in_forget = np.fromiter((n in forget_set for n in obs), dtype=bool, count=obs.size)
+    retain_names = [n for n in trained if n not in forget_set]
+    if not retain_names:
+        raise ValueError(
+            "The forget set contains every cell the model was trained on; nothing would "
+            "remain. Train a new model instead."
+        )
+    missing = pd.Index(retain_names).difference(obs)
+    if missing.size:
+        raise ValueError(
+            f"{missing.size} retain cells (trained cells not being forgotten) are missing from "
+            f"model.adata: {_preview(list(missing))}. Unlearning needs every retain cell."
+        )
+    trained_set = set(trained)
+    retain_positions = np.flatnonzero(
+        np.fromiter((n in trained_set for n in obs), dtype=bool, count=obs.size) & ~in_forget
+    )
+    forget_positions = obs.get_indexer(forget)
+    forget_positions = None if (forget_positions < 0).any() else np.sort(forget_positions)
+    return forget, retain_positions, forget_positions
+
+
+def _retain_split(model, adata_retain: AnnData) -> tuple[np.ndarray, np.ndarray]:
+    names = pd.Index(np.asarray(adata_retain.obs_names, dtype=str))
+    val = set(np.asarray(model.validation_obs_names_ if model.validation_obs_names_ is not None
+                         else [], dtype=str))  # fmt: skip
+    is_val = np.fromiter((n in val for n in names), dtype=bool, count=names.size)
+    return np.flatnonzero(~is_val), np.flatnonzero(is_val)
+
+
+def _resolve_seed(model, seed: int | None) -> int:
+    if seed is not None:
+        if isinstance(seed, bool) or not isinstance(seed, int | np.integer):
+            raise TypeError(f"seed must be an int or None, got {seed!r}.")
+        return int(seed)
+    recipe = getattr(model, "train_recipe_", None) or {}
+    recorded = recipe.get("seed")
+    return int(recorded) if recorded is not None else 0
+
+
+def run_unlearning(
+    model,
+    adata_forget,
+    method: str = DEFAULT_METHOD,
+    *,
+    seed: int | None = None,
+    ignore_untrained: bool = False,
+    retain_tolerance: float = RETAIN_TOLERANCE,
+    on_degradation: str = "warn",
+    **method_kwargs: Any,
+):
+    """See :meth:`scvi_unlearn.model.UnlearningMixin.unlearn`."""
+    t_start = time.perf_counter()
+    func = get_method(method)
+    hyper = bind_hyperparameters(method, func, method_kwargs)
+    if on_degradation not in _ON_DEGRADATION:
+        raise ValueError(
+            f"on_degradation must be one of {_ON_DEGRADATION}, got {on_degradation!r}."
+        )
+    if not retain_tolerance >= 0:
+        raise ValueError(f"retain_tolerance must be >= 0, got {retain_tolerance!r}.")
+    if not getattr(model, "is_trained_", False):
+        raise ValueError("The model is not trained: there is nothing to unlearn.")
+    seed = _resolve_seed(model, seed)
+    forget = _as_obs_names(adata_forget)
+    forget, retain_positions, forget_positions = _resolve_cells(model, forget, ignore_untrained)
+
+    cls = type(model)
+    adata_retain = _minimal_copy(model.adata, retain_positions)
+    manager = model.adata_manager.transfer_fields(adata_retain)
+    cls.register_manager(manager)
+    train_idx, val_idx = _retain_split(model, adata_retain)
+    task = UnlearningTask(
+        model, adata_retain, manager, train_idx, val_idx, forget_positions, seed=seed
+    )
+    task.n_forget = int(forget.size)
+    record = new_record(method, hyper, seed, forget)
+    try:
+        t_method = time.perf_counter()
+        with isolated_seed(seed):
+            new = func(task, **hyper)
+        method_time = time.perf_counter() - t_method
+        if type(new) is not cls or new.adata is not adata_retain:
+            raise TypeError(
+                f"Unlearning method {method!r} must return a {cls.__name__} bound to task.adata "
+                f"(use task.new_model()), got {type(new).__name__}."
+            )
+        checks = check_unlearned_model(
+            task, new, retain_tolerance=retain_tolerance, on_degradation=on_degradation
+        )
+    except BaseException:
+        cls._setup_adata_manager_store.pop(manager.adata_uuid, None)
+        raise
+    finally:
+        task.close()
+
+    names = np.asarray(adata_retain.obs_names, dtype=str)
+    new.train_indices = train_idx
+    new.validation_indices = val_idx
+    new.test_indices = np.asarray([], dtype=int)
+    new.train_obs_names_ = names[train_idx]
+    new.validation_obs_names_ = names[val_idx]
+    new.is_trained_ = True
+    new.module.eval()
+    record["log"] = task.log
+    record["checks"] = checks
+    record["method_time_s"] = method_time
+    record["wall_time_s"] = time.perf_counter() - t_start
+    new.unlearn_record_ = record
+    return new

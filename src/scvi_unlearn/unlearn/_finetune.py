@@ -1,0 +1,73 @@
+"""``finetune``: continue training on the retain cells only."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from scvi_unlearn.unlearn._plan import UnlearningTrainingPlan
+from scvi_unlearn.unlearn._registry import register
+
+
+class RetainTrainingPlan(UnlearningTrainingPlan):
+    """Minimise the negative ELBO (fixed KL weight) of the retain minibatch only."""
+
+    def unlearning_loss(self, retain, forget):
+        out = self.retain_elbo(retain)
+        loss = out.nelbo.mean()
+        return loss, {"retain_nelbo": float(loss.detach())}, out.loss_output
+
+
+@register("finetune")
+def finetune(
+    task,
+    *,
+    max_epochs: int = 10,
+    lr: float = 1e-3,
+    weight_decay: float = 1e-6,
+    kl_weight: float = 1.0,
+    batch_size: int = 128,
+    accelerator: str = "auto",
+    devices: Any = "auto",
+    enable_progress_bar: bool = True,
+    **trainer_kwargs,
+):
+    """Fine-tune a copy of the model on the retain cells only ("catastrophic forgetting").
+
+    The simplest approximate baseline of the unlearning literature (e.g. Warnecke et al. 2023,
+    "Machine Unlearning of Features and Labels", NDSS; the "Finetune" baseline of Kurmanji et al.
+    2023): gradient descent on the retain ELBO, hoping the model drifts away from what only the
+    forget cells taught it.  The KL weight is fixed (no warm-up restarting at zero, which would
+    collapse the posterior).
+
+    Parameters
+    ----------
+    task
+        The :class:`~scvi_unlearn.unlearn.UnlearningTask`.
+    max_epochs
+        Epochs over the retain training cells.
+    lr
+        Adam learning rate.
+    weight_decay
+        Adam weight decay (scvi-tools' default).
+    kl_weight
+        Fixed weight of KL(q(z|x) || p(z)); 1 is the trained objective.
+    batch_size
+        Retain cells per minibatch.
+    accelerator, devices, enable_progress_bar, **trainer_kwargs
+        As in :meth:`scvi.model.SCVI.train`.
+    """
+    model = task.new_model(copy_weights=True)
+    plan = RetainTrainingPlan(
+        model.module, lr=lr, weight_decay=weight_decay, kl_weight=kl_weight, step_log=task.log
+    )
+    task.fit(
+        model,
+        plan,
+        task.datamodule(batch_size, with_forget=False),
+        max_epochs=max_epochs,
+        accelerator=accelerator,
+        devices=devices,
+        enable_progress_bar=enable_progress_bar,
+        **trainer_kwargs,
+    )
+    return model

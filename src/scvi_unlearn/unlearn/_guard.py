@@ -1,0 +1,113 @@
+"""Post-unlearning checks: never return a broken model silently.
+
+After every method, :func:`check_unlearned_model`
+
+1. raises :class:`UnlearningError` if any parameter or buffer of the new module is NaN / inf;
+2. compares the mean per-cell ELBO of the new model and of the original on retain cells that
+   neither trained on (the retain part of the original's validation split; when it has fewer
+   than :data:`MIN_CHECK_CELLS` cells, up to 512 retain training cells) and, if the new model is
+   worse by more than ``retain_tolerance`` (relative, default 5%), warns with
+   :class:`UnlearningWarning` or raises :class:`UnlearningError`.
+
+The ELBO is averaged over 4 posterior draws with a fixed seed (0), so the check is deterministic.
+Its result is stored in ``unlearn_record_["checks"]``.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import numpy as np
+import torch
+from scvi.dataloaders import AnnDataLoader
+
+from scvi_unlearn._seeding import isolated_seed
+from scvi_unlearn.unlearn._losses import evaluation_mode, forward_per_cell
+
+#: default tolerated relative drop of the retain ELBO (new vs original)
+RETAIN_TOLERANCE = 0.05
+#: fewest validation cells for the check to use them (else retain training cells are used)
+MIN_CHECK_CELLS = 16
+_MAX_CHECK_CELLS = 512
+_CHECK_DRAWS = 4
+
+
+class UnlearningError(RuntimeError):
+    """An unlearning method produced an unusable model (non-finite or degraded)."""
+
+
+class UnlearningWarning(UserWarning):
+    """An unlearning method degraded the model beyond the stated tolerance."""
+
+
+def mean_elbo(module, manager, indices: np.ndarray, n_draws: int = _CHECK_DRAWS) -> float:
+    """Mean per-cell ELBO (higher is better) of ``module`` on ``indices``, seeded, eval mode."""
+    loader = AnnDataLoader(manager, indices=indices, batch_size=256, shuffle=False)
+    device = next(module.parameters()).device
+    total, count = 0.0, 0
+    with torch.inference_mode(), evaluation_mode(module), isolated_seed(0):
+        for tensors in loader:
+            tensors = {k: v.to(device) if torch.is_tensor(v) else v for k, v in tensors.items()}
+            for _ in range(n_draws):
+                nelbo = forward_per_cell(module, tensors).nelbo.double()
+                total += float(-nelbo.sum())
+            count += int(tensors["X"].shape[0])
+    return total / (count * n_draws)
+
+
+def non_finite_parameters(module) -> list[str]:
+    """Names of floating-point parameters / buffers of ``module`` containing NaN or inf."""
+    return [
+        name
+        for name, t in module.state_dict().items()
+        if torch.is_tensor(t) and t.is_floating_point() and not bool(torch.isfinite(t).all())
+    ]
+
+
+def check_unlearned_model(
+    task, model, *, retain_tolerance: float, on_degradation: str
+) -> dict[str, Any]:
+    """Run the checks described in the module docstring; return their summary."""
+    bad = non_finite_parameters(model.module)
+    if bad:
+        raise UnlearningError(
+            f"Unlearning produced non-finite values in {len(bad)} tensor(s) "
+            f"({', '.join(bad[:5])}{', ...' if len(bad) > 5 else ''}); the model is unusable. "
+            "Lower the learning rate / step size or the forget weight."
+        )
+    if task.validation_indices.size >= MIN_CHECK_CELLS:
+        cells, which = task.validation_indices, "retain validation cells (unseen by both)"
+    else:
+        rng = np.random.default_rng(0)
+        cells = task.train_indices
+        if cells.size > _MAX_CHECK_CELLS:
+            cells = np.sort(rng.choice(cells, _MAX_CHECK_CELLS, replace=False))
+        which = "retain training cells"
+    teacher = task.teacher_module.to(next(model.module.parameters()).device)
+    original = mean_elbo(teacher, task.adata_manager, cells)
+    new = mean_elbo(model.module, task.adata_manager, cells)
+    drop = (original - new) / abs(original)
+    passed = bool(np.isfinite(new) and drop <= retain_tolerance)
+    summary = {
+        "retain_cells": which,
+        "retain_elbo_original": original,
+        "retain_elbo_new": new,
+        "relative_drop": drop,
+        "tolerance": float(retain_tolerance),
+        "passed": passed,
+    }
+    if not np.isfinite(new):
+        raise UnlearningError(f"The unlearned model's retain ELBO is not finite ({new}).")
+    if not passed:
+        msg = (
+            f"The unlearned model's mean ELBO on {which} is {100 * drop:.1f}% worse than the "
+            f"original's ({new:.2f} vs {original:.2f}; tolerance {100 * retain_tolerance:.0f}%): "
+            "the method degraded the model. Use gentler hyper-parameters (fewer epochs, lower "
+            "learning rate or forget weight) or method='retrain'."
+        )
+        if on_degradation == "raise":
+            raise UnlearningError(msg)
+        if on_degradation == "warn":
+            warnings.warn(msg, UnlearningWarning, stacklevel=4)
+    return summary

@@ -1,0 +1,201 @@
+"""``scrub``: SCRUB (teacher-student unlearning) adapted to a VAE."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from scvi_unlearn.unlearn._losses import (
+    capped,
+    evaluation_mode,
+    expression_kl,
+    posterior_and_scale,
+    posterior_kl,
+)
+from scvi_unlearn.unlearn._plan import UnlearningTrainingPlan
+from scvi_unlearn.unlearn._registry import register
+
+
+class ScrubPlan(UnlearningTrainingPlan):
+    """Alternating SCRUB max-steps (forget) and min-steps (retain), manual optimisation.
+
+    The divergence between teacher ``T`` (original) and student ``S`` on a cell ``x`` is
+    ``D(x) = KL(q_T(z|x) || q_S(z|x)) + decoder_weight * KL(rho_T(x) || rho_S(x))``, where
+    ``rho`` is the decoder's normalized expression at the posterior mean.  A max-step minimises
+    ``-mean_forget min(D, divergence_cap)``; a min-step minimises
+    ``mean_retain(nELBO_S) + alpha * mean_retain(D)``.
+    """
+
+    def __init__(
+        self,
+        module,
+        teacher,
+        *,
+        alpha: float,
+        decoder_weight: float,
+        divergence_cap: float,
+        max_step_epochs: int,
+        **kwargs,
+    ):
+        super().__init__(module, **kwargs)
+        self.teacher = teacher
+        self.alpha = float(alpha)
+        self.decoder_weight = float(decoder_weight)
+        self.divergence_cap = float(divergence_cap)
+        self.max_step_epochs = int(max_step_epochs)
+        self.automatic_optimization = False
+        self._forget_batches_seen = 0
+
+    def divergence(self, tensors, *, student_eval: bool) -> torch.Tensor:
+        """Per-cell teacher-to-student divergence ``D(x)`` (gradients through the student)."""
+        with torch.no_grad(), evaluation_mode(self.teacher):
+            qz_t, rho_t = posterior_and_scale(self.teacher, tensors)
+        if student_eval:
+            with evaluation_mode(self.module):
+                qz_s, rho_s = posterior_and_scale(self.module, tensors)
+        else:
+            qz_s, rho_s = posterior_and_scale(self.module, tensors)
+        d = posterior_kl(qz_t, qz_s)
+        if self.decoder_weight:
+            d = d + self.decoder_weight * expression_kl(rho_t, rho_s)
+        return d
+
+    def on_train_epoch_start(self):
+        self._forget_batches_seen = 0
+
+    def training_step(self, batch, batch_idx):
+        """A max-step on the forget batch (first pass over the forget cells, early epochs only),
+        then a min-step on the retain batch."""
+        retain, forget = self.split_batch(batch)
+        opt = self.optimizers()
+        terms: dict[str, float] = {}
+        n_forget_batches = getattr(self, "_n_forget_batches", None)
+        do_max = (
+            forget is not None
+            and self.current_epoch < self.max_step_epochs
+            and (n_forget_batches is None or self._forget_batches_seen < n_forget_batches)
+        )
+        if forget is not None:
+            self._forget_batches_seen += 1
+        if do_max:
+            d_f = self.divergence(forget, student_eval=True)
+            max_loss = -capped(d_f, self.divergence_cap).mean()
+            opt.zero_grad()
+            self.manual_backward(max_loss)
+            opt.step()
+            terms["forget_divergence"] = float(d_f.detach().mean())
+        retain_out = self.retain_elbo(retain)
+        l_r = retain_out.nelbo.mean()
+        d_r = self.divergence(retain, student_eval=False).mean() if self.alpha else l_r * 0
+        min_loss = l_r + self.alpha * d_r
+        opt.zero_grad()
+        self.manual_backward(min_loss)
+        opt.step()
+        terms.update({"retain_nelbo": float(l_r.detach()), "retain_divergence": float(d_r)})
+        self.record_step(min_loss, terms)
+        n_cells = int(retain["X"].shape[0])
+        self.log("train_loss", min_loss.detach(), on_epoch=True, prog_bar=True, batch_size=n_cells)
+        self.compute_and_log_metrics(retain_out.loss_output, self.train_metrics, "train")
+
+    def on_train_start(self):
+        loaders = self.trainer.train_dataloader
+        try:
+            self._n_forget_batches = len(loaders.iterables["forget"])
+        except (AttributeError, KeyError, TypeError):
+            self._n_forget_batches = None
+
+
+@register("scrub")
+def scrub(
+    task,
+    *,
+    max_epochs: int = 10,
+    max_step_epochs: int = 5,
+    alpha: float = 1.0,
+    decoder_weight: float = 1.0,
+    divergence_cap: float = 5.0,
+    lr: float = 1e-3,
+    weight_decay: float = 1e-6,
+    kl_weight: float = 1.0,
+    batch_size: int = 128,
+    forget_batch_size: int | None = None,
+    accelerator: str = "auto",
+    devices: Any = "auto",
+    enable_progress_bar: bool = True,
+    **trainer_kwargs,
+):
+    """SCRUB for a VAE: a student pushed away from the teacher on forget, kept close on retain.
+
+    Follows Kurmanji et al. 2023, "Towards Unbounded Machine Unlearning" (NeurIPS).  The teacher
+    is a frozen copy of the original model, the student a trainable copy.  SCRUB alternates
+    *max-steps*, which maximise the teacher-student divergence on the forget cells, and
+    *min-steps*, which minimise the task loss plus the divergence on the retain cells; the max
+    steps stop after ``max_step_epochs`` epochs and the min steps continue, as in the paper.
+    For a VAE the "output distribution" is the posterior ``q(z|x)`` and the decoder's output, so
+    the divergence is ``KL(q_T(z|x) || q_S(z|x)) + decoder_weight * KL(rho_T || rho_S)`` (rho:
+    normalized expression at the posterior mean) and the task loss is the negative ELBO
+    (fixed KL weight).  The paper's max-step is unbounded; here each forget cell's divergence
+    is capped at ``divergence_cap`` nats (no gradient beyond it), so the max-steps cannot
+    diverge.  Each epoch does one pass of max-steps over the forget cells (interleaved with the
+    first min-steps) and one pass of min-steps over the retain cells.  Forget cells are passed
+    in eval mode (BatchNorm running statistics, no dropout).
+
+    Parameters
+    ----------
+    task
+        The :class:`~scvi_unlearn.unlearn.UnlearningTask`.
+    max_epochs
+        Total epochs (passes over the retain cells with min-steps).
+    max_step_epochs
+        Epochs (the first ones) that also run max-steps on the forget cells.
+    alpha
+        Weight of the teacher-student divergence in the min-steps (retain).
+    decoder_weight
+        Weight of the decoder-output divergence inside ``D``.
+    divergence_cap
+        Per-cell cap (nats) of the forget divergence maximised by the max-steps.
+    lr, weight_decay
+        Adam learning rate and weight decay (one optimizer for both kinds of step).
+    kl_weight
+        Fixed KL weight of the retain ELBO.
+    batch_size, forget_batch_size
+        Retain / forget cells per minibatch (``forget_batch_size`` default: ``batch_size``).
+    accelerator, devices, enable_progress_bar, **trainer_kwargs
+        As in :meth:`scvi.model.SCVI.train`.
+    """
+    if not 0 <= max_step_epochs <= max_epochs:
+        raise ValueError(
+            f"max_step_epochs must be in [0, max_epochs={max_epochs}], got {max_step_epochs}."
+        )
+    for name, value in (
+        ("alpha", alpha),
+        ("decoder_weight", decoder_weight),
+        ("divergence_cap", divergence_cap),
+    ):
+        if value < 0:
+            raise ValueError(f"{name} must be >= 0, got {value}.")
+    model = task.new_model(copy_weights=True)
+    plan = ScrubPlan(
+        model.module,
+        task.teacher_module,
+        alpha=alpha,
+        decoder_weight=decoder_weight,
+        divergence_cap=divergence_cap,
+        max_step_epochs=max_step_epochs,
+        lr=lr,
+        weight_decay=weight_decay,
+        kl_weight=kl_weight,
+        step_log=task.log,
+    )
+    task.fit(
+        model,
+        plan,
+        task.datamodule(batch_size, with_forget=True, forget_batch_size=forget_batch_size),
+        max_epochs=max_epochs,
+        accelerator=accelerator,
+        devices=devices,
+        enable_progress_bar=enable_progress_bar,
+        **trainer_kwargs,
+    )
+    return model

@@ -1,0 +1,232 @@
+"""What an unlearning method receives: :class:`UnlearningTask`."""
+
+from __future__ import annotations
+
+import copy
+from functools import cached_property
+from typing import Any
+
+import numpy as np
+from anndata import AnnData
+from scvi.train import TrainRunner
+
+from scvi_unlearn.unlearn._datamodule import RetainForgetDataModule
+
+
+class UnlearningTask:
+    """The original model (read-only), the retain cells and the forget cells of one request.
+
+    Built by :meth:`scvi_unlearn.SCVI.unlearn` and passed to the method.  The method must not
+    modify :attr:`original` (use :meth:`new_model` and :attr:`teacher_module`, which are copies)
+    and returns a model bound to :attr:`adata`.
+
+    Attributes
+    ----------
+    original
+        The model being unlearned.  Read-only.
+    adata
+        A registered copy of the retain cells only (the new model's AnnData): the original's
+        training and validation cells minus the forget cells, in the original's order.
+    adata_manager
+        Its :class:`~scvi.data.AnnDataManager` (transferred from the original's: identical
+        categorical mappings and architecture, even when a whole label disappears).
+    train_indices, validation_indices
+        Positions in :attr:`adata` of the retain cells of the original's training and
+        validation splits.
+    n_forget
+        Number of cells to forget.
+    seed
+        The request's seed; the method runs inside :func:`~scvi_unlearn._seeding.isolated_seed`
+        with it.
+    log
+        List of per-step dicts of floats; methods append their losses (saved in
+        ``unlearn_record_["log"]``).
+    """
+
+    def __init__(
+        self,
+        original,
+        adata: AnnData,
+        adata_manager,
+        train_indices: np.ndarray,
+        validation_indices: np.ndarray,
+        forget_positions: np.ndarray | None,
+        seed: int,
+    ):
+        self.original = original
+        self.adata = adata
+        self.adata_manager = adata_manager
+        self.train_indices = np.asarray(train_indices, dtype=int)
+        self.validation_indices = np.asarray(validation_indices, dtype=int)
+        self._forget_positions = forget_positions
+        self.n_forget = 0 if forget_positions is None else int(len(forget_positions))
+        self.seed = int(seed)
+        self.log: list[dict[str, float]] = []
+        self._managers: list = []
+
+    # ------------------------------------------------------------------ models
+    def new_model(self, *, copy_weights: bool):
+        """A new model of the original's class and init arguments, bound to :attr:`adata`.
+
+        Parameters
+        ----------
+        copy_weights
+            Start from a deep copy of the original's weights (fine-tuning methods) or from a
+            fresh initialisation (retraining; drawn from the seeded global generator).
+        """
+        init = copy.deepcopy(self.original.init_params_)
+        if "non_kwargs" in init:
+            non_kwargs = init["non_kwargs"]
+            kwargs = {k: v for group in init["kwargs"].values() for k, v in group.items()}
+        else:  # pragma: no cover - pre-1.0 checkpoints
+            non_kwargs = {k: v for k, v in init.items() if not isinstance(v, dict)}
+            kwargs = {k: v for d in init.values() if isinstance(d, dict) for k, v in d.items()}
+        model = type(self.original)(self.adata, **non_kwargs, **kwargs)
+        if copy_weights:
+            model.module.load_state_dict(copy.deepcopy(self.original.module.state_dict()))
+        model.train_recipe_ = self.retain_recipe()
+        return model
+
+    def retain_recipe(self) -> dict | None:
+        """The original's ``train_recipe_``, with any external indexing set to the retain split.
+
+        A model returned by ``unlearn`` keeps the original's recipe, so that retraining it later
+        (``new.unlearn(more_cells, method="retrain")``) follows the original training.
+        """
+        recipe = copy.deepcopy(getattr(self.original, "train_recipe_", None))
+        if recipe is None:
+            return None
+        ds = recipe.get("datasplitter_kwargs")
+        if isinstance(ds, dict) and "external_indexing" in ds:
+            ds["external_indexing"] = [
+                self.train_indices.copy(),
+                self.validation_indices.copy(),
+                np.asarray([], dtype=int),
+            ]
+        return recipe
+
+    @cached_property
+    def teacher_module(self):
+        """A frozen deep copy of the original's module, in eval mode (no gradients)."""
+        teacher = copy.deepcopy(self.original.module)
+        teacher.eval()
+        for p in teacher.parameters():
+            p.requires_grad_(False)
+        return teacher
+
+    # ------------------------------------------------------------------ forget data
+    @cached_property
+    def forget_adata(self) -> AnnData:
+        """A registered copy of the forget cells (taken from the original's AnnData).
+
+        Raises
+        ------
+        ValueError
+            When some forget cells are not in the original model's AnnData.
+        """
+        if self._forget_positions is None:
+            raise ValueError(
+                "This method needs the forget cells' data, but some of them are not in the "
+                "model's AnnData (model.adata). Only 'retrain' works without them."
+            )
+        sub = _minimal_copy(self.original.adata, self._forget_positions)
+        manager = self.original.adata_manager.transfer_fields(sub)
+        type(self.original).register_manager(manager)
+        self._managers.append(manager)
+        return sub
+
+    @property
+    def forget_manager(self):
+        """Manager of :attr:`forget_adata`."""
+        return type(self.original)._get_most_recent_anndata_manager(
+            self.forget_adata, required=True
+        )
+
+    def forget_model(self):
+        """A throw-away model with the original's weights bound to :attr:`forget_adata`.
+
+        Use it to evaluate the original on the forget cells (ELBO, Fisher) without touching the
+        original model or its AnnData.
+        """
+        init = copy.deepcopy(self.original.init_params_)
+        non_kwargs = init.get("non_kwargs", {})
+        kwargs = {k: v for group in init.get("kwargs", {}).values() for k, v in group.items()}
+        model = type(self.original)(self.forget_adata, **non_kwargs, **kwargs)
+        model.module.load_state_dict(copy.deepcopy(self.original.module.state_dict()))
+        model.module.eval()
+        model.is_trained_ = True
+        return model
+
+    # ------------------------------------------------------------------ training
+    def datamodule(
+        self, batch_size: int = 128, *, with_forget: bool, forget_batch_size: int | None = None
+    ) -> RetainForgetDataModule:
+        """Retain (and optionally forget) minibatches for :meth:`fit`."""
+        return RetainForgetDataModule(
+            self.adata_manager,
+            self.train_indices,
+            self.validation_indices,
+            forget_manager=self.forget_manager if with_forget else None,
+            batch_size=batch_size,
+            forget_batch_size=forget_batch_size,
+        )
+
+    def fit(
+        self,
+        model,
+        plan,
+        datamodule: RetainForgetDataModule,
+        *,
+        max_epochs: int,
+        accelerator: str = "auto",
+        devices: Any = "auto",
+        enable_progress_bar: bool = True,
+        **trainer_kwargs,
+    ) -> None:
+        """Train ``plan`` on ``datamodule`` with scvi-tools' :class:`~scvi.train.TrainRunner`.
+
+        Honours ``accelerator``, ``devices``, progress bars and any other
+        :class:`scvi.train.Trainer` argument, exactly like ``model.train``.
+        """
+        if max_epochs < 1:
+            raise ValueError(f"max_epochs must be >= 1, got {max_epochs}.")
+        trainer_kwargs.setdefault("early_stopping", False)
+        runner = TrainRunner(
+            model,
+            training_plan=plan,
+            data_splitter=datamodule,
+            max_epochs=int(max_epochs),
+            accelerator=accelerator,
+            devices=devices,
+            enable_progress_bar=enable_progress_bar,
+            **trainer_kwargs,
+        )
+        runner()
+
+    # ------------------------------------------------------------------ cleanup
+    def close(self) -> None:
+        """Forget the scratch AnnData managers registered for this task."""
+        store = type(self.original)._setup_adata_manager_store
+        for manager in self._managers:
+            try:
+                store.pop(manager.adata_uuid, None)
+            except AttributeError:  # pragma: no cover - manager without data
+                pass
+        self._managers.clear()
+        self.__dict__.pop("forget_adata", None)
+        self.__dict__.pop("teacher_module", None)
+
+
+def _minimal_copy(adata: AnnData, positions: np.ndarray) -> AnnData:
+    """Copy of ``adata[positions]`` without ``uns`` and with unused categories removed.
+
+    ``uns`` may hold anything (including lists of cell names), so it is not carried over to an
+    AnnData that a saved model may include.
+    """
+    sub = adata[np.asarray(positions, dtype=int)].copy()
+    sub.uns = {}
+    for key in list(sub.obs.columns):
+        col = sub.obs[key]
+        if hasattr(col, "cat"):
+            sub.obs[key] = col.cat.remove_unused_categories()
+    return sub
