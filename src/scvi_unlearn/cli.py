@@ -21,8 +21,60 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+_DATASETS = ("pbmc68k", "pbmc33k", "tabula_muris")
+
+
+def _benchmark(args: argparse.Namespace) -> int:
+    import scvi_unlearn as su
+    from scvi_unlearn.benchmark import run, train_original
+
+    methods = "all" if args.methods == ["all"] else args.methods
+    for m in [] if methods == "all" else methods:
+        su.unlearn.get_method(m)
+    if args.seeds < 1 or args.retrain_seeds < 3:
+        raise ValueError("--seeds must be >= 1 and --retrain-seeds >= 3.")
+    adata = getattr(su.data, args.dataset)()
+    if args.label_key not in adata.obs:
+        raise ValueError(
+            f"--label-key {args.label_key!r} is not a column of the {args.dataset} data "
+            f"(columns: {list(adata.obs.columns)})."
+        )
+    su.data.membership_split(
+        adata, holdout=args.holdout, stratify=args.label_key, seed=args.split_seed
+    )
+    forget = su.data.forget_by_label(adata, args.forget_label, key=args.label_key)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    model = train_original(
+        adata,
+        label_key=args.label_key,
+        model_kwargs={"n_latent": args.n_latent},
+        train_kwargs={"max_epochs": args.max_epochs},
+        seed=args.seed,
+    )
+    result = run(
+        adata,
+        forget,
+        methods=methods,
+        seeds=args.seeds,
+        retrain_seeds=args.retrain_seeds,
+        model=model,
+        label_key=args.label_key,
+        budgets=tuple(args.budgets),
+        attack=args.attack,
+        n_jobs=args.n_jobs,
+        seed=args.seed,
+    )
+    result.to_csv(out)
+    (out / "summary.md").write_text(result.to_markdown())
+    result.save_figures(out)
+    print(result.to_markdown())
+    print(f"wrote CSV, Markdown and PNG files to {out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of ``scvi-unlearn`` (subcommands ``demo``)."""
+    """The argument parser of ``scvi-unlearn`` (subcommands ``demo`` and ``benchmark``)."""
     parser = argparse.ArgumentParser(
         prog="scvi-unlearn",
         description="Machine unlearning, membership audits and Fisher analysis for scVI models.",
@@ -43,6 +95,46 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--method", default=None, help="unlearning method (default: the default)")
     demo.add_argument("--seed", type=int, default=0, help="seed of everything")
     demo.set_defaults(func=_demo)
+
+    bench = sub.add_parser(
+        "benchmark",
+        help="methods x seeds on one forget set, audited against the retrain target",
+        description=(
+            "Load a dataset, hold out cells (never trained on), train scVI on the members, "
+            "forget every member of one label with each method and seed, train the retrain "
+            "references and cost-matched retrains, audit everything with one protocol, and "
+            "write benchmark_table.csv, benchmark_summary.csv, summary.md and figures."
+        ),
+    )
+    bench.add_argument("--dataset", choices=_DATASETS, default="pbmc68k", help="dataset")
+    bench.add_argument("--forget-label", required=True, help="label whose members are forgotten")
+    bench.add_argument("--label-key", default="cell_type", help="obs column of the labels")
+    bench.add_argument(
+        "--methods", nargs="+", default=["all"], help="method names, or 'all' (default)"
+    )
+    bench.add_argument("--seeds", type=int, default=3, help="seeds per method (0..n-1)")
+    bench.add_argument("--retrain-seeds", type=int, default=3, help="retrain references (>= 3)")
+    bench.add_argument(
+        "--budgets",
+        type=float,
+        nargs="*",
+        default=[0.25, 0.5],
+        help="epoch fractions of the cost-matched retrains",
+    )
+    bench.add_argument("--max-epochs", type=int, default=200, help="original's epochs")
+    bench.add_argument("--n-latent", type=int, default=10, help="latent dimension")
+    bench.add_argument("--holdout", type=float, default=0.3, help="held-out fraction")
+    bench.add_argument("--split-seed", type=int, default=0, help="seed of the held-out split")
+    bench.add_argument(
+        "--attack",
+        choices=("mlp", "threshold", "calibrated"),
+        default="mlp",
+        help="attack of the audit",
+    )
+    bench.add_argument("--n-jobs", type=int, default=1, help="parallel unlearning runs")
+    bench.add_argument("--seed", type=int, default=0, help="seed of training and the audit")
+    bench.add_argument("--out", required=True, help="output folder")
+    bench.set_defaults(func=_benchmark)
     return parser
 
 

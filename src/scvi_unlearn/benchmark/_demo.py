@@ -29,10 +29,10 @@ def run_demo(
     import scvi_unlearn as su
     from scvi_unlearn.benchmark._runner import run, train_original
 
+    method = method or su.unlearn.DEFAULT_METHOD
+    su.unlearn.get_method(method)  # fail before any work on an unknown method
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    method = method or su.unlearn.DEFAULT_METHOD
-    su.unlearn.get_method(method)
     adata = su.data.pbmc68k()
     su.data.membership_split(adata, holdout=0.3, stratify="cell_type", seed=seed)
     forget = su.data.forget_by_label(adata, forget_label)

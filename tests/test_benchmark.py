@@ -1,0 +1,111 @@
+"""Benchmark runner, its tables and figures, and the command line."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import scvi_unlearn as su
+from scvi_unlearn.benchmark import mean_ci
+from scvi_unlearn.cli import build_parser, main
+
+
+def test_mean_ci():
+    m, lo, hi = mean_ci([1.0, 2.0, 3.0])
+    assert m == 2.0 and lo < 2.0 < hi
+    assert np.isnan(mean_ci([1.0])[1])
+    assert np.isnan(mean_ci([])[0])
+
+
+@pytest.fixture(scope="module")
+def small_benchmark(pbmc, trained_model, forget_names):
+    return su.benchmark.run(
+        pbmc,
+        forget_names,
+        methods=["finetune"],
+        seeds=1,
+        retrain_seeds=3,
+        model=trained_model,
+        budgets=(0.5,),
+        n_draws=2,
+        n_bootstrap=100,
+        progress=False,
+        umap=False,
+    )
+
+
+def test_benchmark_table(small_benchmark, trained_model):
+    t = small_benchmark.table
+    assert list(t["method"]) == [
+        "original",
+        "retrain",
+        "retrain",
+        "retrain",
+        "retrain_50pct",
+        "finetune",
+    ]
+    for col in ("auc", "auc_low", "auc_high", "advantage", "yeom_advantage", "passed"):
+        assert col in t
+    assert ((t["auc_low"] <= t["auc"]) & (t["auc"] <= t["auc_high"])).all()
+    assert np.allclose(t["advantage"], 2 * (t["auc"] - 0.5).abs())
+    assert t.filter(like="utility_").shape[1] >= 8
+    retrain = t[t["method"] == "retrain"]
+    assert np.isclose(retrain["time_vs_retrain"].mean(), 1.0)
+    assert np.isnan(t.loc[t["method"] == "original", "wall_time_s"]).all()  # trained elsewhere
+    # the cost-matched retrain ran half the original's epochs, so it is cheaper
+    half = t[t["method"] == "retrain_50pct"]["time_vs_retrain"].iloc[0]
+    assert half < 1.0
+    # the original model is untouched by the benchmark
+    assert trained_model.train_obs_names_ is not None
+
+
+def test_benchmark_summary_and_files(small_benchmark, tmp_path):
+    s = small_benchmark.summary
+    assert set(s["method"]) == {"original", "retrain", "retrain_50pct", "finetune"}
+    row = s.set_index("method").loc["retrain"]
+    assert row["n_runs"] == 3 and row["advantage_ci_low"] <= row["advantage"]
+    md = small_benchmark.to_markdown()
+    assert md.startswith("| method |") and "Retrain target" in md
+    table, summary = small_benchmark.to_csv(tmp_path)
+    assert pd.read_csv(table).shape[0] == 6 and pd.read_csv(summary).shape[0] == 4
+    figs = small_benchmark.save_figures(tmp_path)
+    assert {p.name for p in figs} == {"roc.png", "advantage_vs_cost.png"}
+    assert all(p.stat().st_size > 1000 for p in figs)
+
+
+def test_benchmark_bad_input(pbmc, trained_model, forget_names):
+    with pytest.raises(ValueError, match="Unknown unlearning method"):
+        su.benchmark.run(pbmc, forget_names, methods=["nope"], model=trained_model)
+    with pytest.raises(ValueError, match="at least 3"):
+        su.benchmark.run(pbmc, forget_names, retrain_seeds=2, model=trained_model)
+    with pytest.raises(ValueError, match="empty"):
+        su.benchmark.run(pbmc, [], model=trained_model)
+    with pytest.raises(ValueError, match="membership"):
+        su.benchmark.run(su.data.pbmc68k(), forget_names, model=trained_model)
+    with pytest.raises(ValueError, match="budgets"):
+        su.benchmark.run(pbmc, forget_names, budgets=(1.5,), model=trained_model)
+
+
+def test_cli_help_and_errors(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["--help"])
+    assert exc.value.code == 0
+    assert "demo" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exc:
+        main(["frobnicate"])
+    assert exc.value.code == 2
+    assert main(["demo", "--method", "nope", "--out", "unused"]) == 2
+    assert "Unknown unlearning method" in capsys.readouterr().err
+    args = build_parser().parse_args(["demo", "--max-epochs", "5"])
+    assert args.max_epochs == 5 and args.forget_label == "CD56+ NK"
+
+
+def test_cli_benchmark_bad_arguments(capsys, tmp_path):
+    assert main(["benchmark", "--forget-label", "Nope", "--out", str(tmp_path)]) == 2
+    assert "Unknown label" in capsys.readouterr().err
+    assert main(["benchmark", "--forget-label", "CD34+", "--methods", "nope", "--out", "x"]) == 2
+    assert main(["benchmark", "--forget-label", "CD34+", "--label-key", "x", "--out", "x"]) == 2
+    assert "--label-key" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["benchmark", "--out", str(tmp_path)])  # --forget-label is required
