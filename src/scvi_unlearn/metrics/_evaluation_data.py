@@ -12,6 +12,7 @@ manager store afterwards.
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Iterator
 
 import pandas as pd
@@ -33,6 +34,17 @@ def _is_registered_as_is(model, adata: AnnData) -> bool:
         and manager.adata is adata
         and adata.uns.get(_MANAGER_UUID_KEY) == manager.id
     )
+
+
+@contextlib.contextmanager
+def _quiet(logger: logging.Logger) -> Iterator[None]:
+    """Raise ``logger``'s level to WARNING for a block, restoring it afterwards."""
+    level = logger.level
+    logger.setLevel(max(level, logging.WARNING))
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 @contextlib.contextmanager
@@ -75,8 +87,9 @@ def evaluation_adata(model, adata: AnnData | None) -> Iterator[AnnData]:
     had_instance_store = model.id in cls._per_instance_manager_store
     try:
         try:
-            # scvi-tools' count check samples entries with the global numpy RNG: isolate it
-            with isolated_seed(0):
+            # scvi-tools' count check samples entries with the global numpy RNG: isolate it;
+            # the transfer is deliberate, so silence scvi-tools' "attempting to transfer" note
+            with isolated_seed(0), _quiet(logging.getLogger("scvi.model.base._base_model")):
                 model._validate_anndata(copy)
         except (KeyError, ValueError) as err:
             raise ValueError(
