@@ -45,7 +45,6 @@ class ScrubPlan(UnlearningTrainingPlan):
         self.divergence_cap = float(divergence_cap)
         self.max_step_epochs = int(max_step_epochs)
         self.automatic_optimization = False
-        self._forget_batches_seen = 0
 
     def divergence(self, tensors, *, student_eval: bool) -> torch.Tensor:
         """Per-cell teacher-to-student divergence ``D(x)`` (gradients through the student)."""
@@ -61,23 +60,12 @@ class ScrubPlan(UnlearningTrainingPlan):
             d = d + self.decoder_weight * expression_kl(rho_t, rho_s)
         return d
 
-    def on_train_epoch_start(self):
-        self._forget_batches_seen = 0
-
     def training_step(self, batch, batch_idx):
-        """A max-step on the forget batch (first pass over the forget cells, early epochs only),
-        then a min-step on the retain batch."""
+        """A max-step on the forget batch (first ``max_step_epochs`` epochs), then a min-step."""
         retain, forget = self.split_batch(batch)
         opt = self.optimizers()
         terms: dict[str, float] = {}
-        n_forget_batches = getattr(self, "_n_forget_batches", None)
-        do_max = (
-            forget is not None
-            and self.current_epoch < self.max_step_epochs
-            and (n_forget_batches is None or self._forget_batches_seen < n_forget_batches)
-        )
-        if forget is not None:
-            self._forget_batches_seen += 1
+        do_max = forget is not None and self.current_epoch < self.max_step_epochs
         if do_max:
             d_f = self.divergence(forget, student_eval=True)
             max_loss = -capped(d_f, self.divergence_cap).mean()
@@ -97,13 +85,6 @@ class ScrubPlan(UnlearningTrainingPlan):
         n_cells = int(retain["X"].shape[0])
         self.log("train_loss", min_loss.detach(), on_epoch=True, prog_bar=True, batch_size=n_cells)
         self.compute_and_log_metrics(retain_out.loss_output, self.train_metrics, "train")
-
-    def on_train_start(self):
-        loaders = self.trainer.train_dataloader
-        try:
-            self._n_forget_batches = len(loaders.iterables["forget"])
-        except (AttributeError, KeyError, TypeError):
-            self._n_forget_batches = None
 
 
 @register("scrub")
@@ -132,14 +113,17 @@ def scrub(
     *max-steps*, which maximise the teacher-student divergence on the forget cells, and
     *min-steps*, which minimise the task loss plus the divergence on the retain cells; the max
     steps stop after ``max_step_epochs`` epochs and the min steps continue, as in the paper.
+    The paper runs one epoch of max-steps over the forget set per epoch of min-steps; with a
+    forget set of a few dozen cells that is a single max-step per epoch, far too weak
+    (measured: 15% of the way to retrain, docs/unlearning.md), so here every training step of
+    the first ``max_step_epochs`` epochs does a max-step on a (cycled) forget minibatch followed
+    by a min-step on a retain minibatch.
     For a VAE the "output distribution" is the posterior ``q(z|x)`` and the decoder's output, so
     the divergence is ``KL(q_T(z|x) || q_S(z|x)) + decoder_weight * KL(rho_T || rho_S)`` (rho:
     normalized expression at the posterior mean) and the task loss is the negative ELBO
     (fixed KL weight).  The paper's max-step is unbounded; here each forget cell's divergence
     is capped at ``divergence_cap`` nats (no gradient beyond it), so the max-steps cannot
-    diverge.  Each epoch does one pass of max-steps over the forget cells (interleaved with the
-    first min-steps) and one pass of min-steps over the retain cells.  Forget cells are passed
-    in eval mode (BatchNorm running statistics, no dropout).
+    diverge.  Forget cells are passed in eval mode (BatchNorm running statistics, no dropout).
 
     Parameters
     ----------
