@@ -1,0 +1,139 @@
+"""Cells to evaluate, as a private registered copy: the user's AnnData is never touched.
+
+An audit evaluates cells that are often *not* in the model's AnnData (an unlearned model is
+bound to its retain cells; held-out cells are never in a model's AnnData).  scvi-tools'
+:meth:`~scvi.model.base.BaseModelClass._validate_anndata` transfers the model's registry to an
+unregistered AnnData by *writing into it* (``obs["_scvi_*"]``, ``uns["_scvi_uuid"]``), and it
+remembers every AnnData it saw in a class-level store.  :func:`registered_copy` therefore
+works on a copy of the requested cells, registers that copy with the model, and removes the
+registration again on exit, so neither the user's AnnData nor the model's registry keeps a
+trace of the audit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+from anndata import AnnData
+
+from scvi_unlearn._seeding import isolated_seed
+
+#: ``uns`` keys written by scvi-tools' registration; dropped from copies to force a transfer.
+_SCVI_UNS_KEYS = ("_scvi_uuid", "_scvi_manager_uuid")
+
+
+def as_obs_names(cells: AnnData | Sequence[str] | np.ndarray, what: str) -> np.ndarray:
+    """``obs_names`` (``str`` array) of an AnnData or of a sequence of names; rejects empties."""
+    if isinstance(cells, AnnData):
+        names = np.asarray(cells.obs_names, dtype=str)
+    elif isinstance(cells, str):
+        raise TypeError(f"{what} must be an AnnData or a sequence of obs_names, not a string.")
+    else:
+        names = np.asarray(list(cells), dtype=str)
+    if names.size == 0:
+        raise ValueError(f"{what} is empty.")
+    if np.unique(names).size != names.size:
+        raise ValueError(f"{what} contains duplicated obs_names.")
+    return names
+
+
+def select_cells(adata: AnnData, names: np.ndarray, what: str) -> AnnData:
+    """A detached copy of the cells ``names`` of ``adata`` (in that order), scvi keys removed."""
+    index = adata.obs_names.get_indexer(names)
+    if (index < 0).any():
+        missing = names[index < 0]
+        raise KeyError(
+            f"{missing.size} {what} cells are not in the AnnData given, e.g. {list(missing[:5])}."
+        )
+    sub = adata[index].copy()
+    for key in _SCVI_UNS_KEYS:
+        sub.uns.pop(key, None)
+    return sub
+
+
+def _transfer_registry(model, sub: AnnData) -> None:
+    """Register ``sub`` with ``model`` by transferring the model's registry to it.
+
+    A retrained or unlearned model may never have seen some *label* (e.g. the forgotten cell
+    type), and scvi-tools refuses to transfer a registry to cells with an unknown category.
+    Labels do not enter scVI's likelihood (unless ``dispersion="gene-label"``), so an unknown
+    label is accepted by extending the label categories of the copy's manager only; an unknown
+    batch or categorical covariate is an error.
+    """
+    from scvi import REGISTRY_KEYS
+
+    try:
+        model._validate_anndata(sub)
+        return
+    except ValueError as err:
+        if "not found in source registry" not in str(err):
+            raise
+        original_error = err
+    manager = model.adata_manager.transfer_fields(sub, extend_categories=True)
+    for key in model.adata_manager.data_registry:
+        if key == REGISTRY_KEYS.LABELS_KEY:
+            continue
+        old = model.adata_manager.get_state_registry(key)
+        new = manager.get_state_registry(key)
+        categorical = [k for k in ("categorical_mapping", "mappings") if k in old]
+        if any(str(old[k]) != str(new.get(k)) for k in categorical):
+            raise ValueError(
+                f"The evaluated cells have a {key!r} category the model was not set up with "
+                f"({original_error})."
+            ) from original_error
+    if getattr(model.module, "dispersion", None) == "gene-label":
+        raise ValueError(
+            f"The evaluated cells have a label the model does not know and its dispersion "
+            f"depends on the label ({original_error})."
+        ) from original_error
+    model._register_manager_for_instance(manager)
+
+
+@contextlib.contextmanager
+def registered_copy(model, adata: AnnData, names: np.ndarray, what: str) -> Iterator[AnnData]:
+    """Yield a copy of the cells ``names`` of ``adata``, registered with ``model``'s registry.
+
+    The registration is transferred from the model (as scvi-tools does for query data, see
+    :func:`_transfer_registry`) and is removed from the model's per-instance manager store on
+    exit (also on exceptions).  scvi-tools' count check draws from the global numpy RNG, so
+    the registration runs under :func:`~scvi_unlearn._seeding.isolated_seed`.
+    """
+    if getattr(model, "adata_manager", None) is None:
+        raise ValueError(
+            "The model has no AnnData manager to transfer its registry from; load it with an "
+            "AnnData (scvi-tools' load(..., adata=...))."
+        )
+    sub = select_cells(adata, names, what)
+    store = type(model)._per_instance_manager_store
+    before = set(store.get(model.id, {}))
+    try:
+        with isolated_seed(0):
+            _transfer_registry(model, sub)
+        yield sub
+    finally:
+        for key in set(store.get(model.id, {})) - before:
+            store[model.id].pop(key, None)
+
+
+def training_obs_names(model) -> np.ndarray:
+    """``obs_names`` of every cell ``model`` trained on (train + validation split).
+
+    Uses ``model.trained_obs_names`` (recorded by :meth:`scvi_unlearn.SCVI.train`) and falls
+    back to ``train_indices`` / ``validation_indices`` of a plain scvi-tools model.
+    """
+    try:
+        names = getattr(model, "trained_obs_names", None)
+    except ValueError:  # scvi_unlearn.SCVI that was trained or saved without its record
+        names = None
+    if names is not None:
+        return np.asarray(names, dtype=str)
+    idx = [getattr(model, "train_indices", None), getattr(model, "validation_indices", None)]
+    idx = [np.asarray(i, dtype=int) for i in idx if i is not None]
+    if not idx or model.adata is None:
+        raise ValueError(
+            "The model does not record which cells it was trained on; train it with "
+            "scvi_unlearn.SCVI.train."
+        )
+    return np.asarray(model.adata.obs_names, dtype=str)[np.concatenate(idx)]

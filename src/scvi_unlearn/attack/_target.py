@@ -1,0 +1,357 @@
+"""The retrain target: how detectable the forget cells are under models that never saw them.
+
+A forgotten cell should be as (un)detectable as under a model retrained without it (DESIGN
+section 7).  :func:`retrain_target` attacks several retrained models (different seeds) with
+the same protocol and turns their advantages into a 95% interval; a candidate (an unlearned
+model) passes when its advantage is inside that interval's upper end and its held-out ELBO is
+within a stated tolerance of the retrains'.  One retrain and one seed, as in the seed study
+(DESIGN section 8, bug 4), cannot tell seed noise from a leak; at least three are required.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from anndata import AnnData
+
+from scvi_unlearn.attack._audit import (
+    CellsLike,
+    check_never_trained_on,
+    heldout_elbo,
+    resolve_cells,
+    run_membership_attack,
+)
+from scvi_unlearn.attack._report import AttackReport
+
+#: protocol entries that must agree between the target and a candidate's report.
+_PROTOCOL_KEYS = (
+    "attack",
+    "score",
+    "feature_set",
+    "n_draws",
+    "seed",
+    "n_splits",
+    "n_neighbors",
+    "n_bootstrap",
+    "variance",
+    "cross_fit",
+)
+
+
+@dataclass
+class TargetCheck:
+    """Outcome of :meth:`RetrainTarget.check`: ``passed`` and a one-line ``reason``."""
+
+    passed: bool
+    advantage_ok: bool
+    utility_ok: bool | None
+    reason: str
+
+
+@dataclass
+class RetrainTarget:
+    """The retrain interval of membership advantages and the pass / fail rule.
+
+    Attributes
+    ----------
+    reports
+        The audit of each retrained model (same protocol).
+    interval
+        ``(low, high)``: the central ``level`` interval of the retrain advantages, pooled over
+        seeds *and* over each audit's stratified bootstrap replicates, so it carries both the
+        seed-to-seed spread of retraining and the sampling noise of the finite cell sets.
+    level
+        Coverage of ``interval`` (default 0.95).
+    heldout_elbos
+        Mean held-out ELBO of each retrained model.
+    elbo_tolerance
+        Relative tolerance of the utility rule (see :meth:`check`).
+    heldout
+        ``obs_names`` of the held-out cells the ELBO is measured on.
+    adata
+        The dataset the cells come from (not copied; never modified).
+    models
+        The retrained models (reference models of the calibrated attack).
+    protocol
+        The audit options shared by every report (``run_membership_attack`` keywords).
+    """
+
+    reports: list[AttackReport]
+    interval: tuple[float, float]
+    level: float
+    heldout_elbos: np.ndarray
+    elbo_tolerance: float
+    heldout: np.ndarray
+    adata: AnnData | None = field(repr=False, default=None)
+    models: list[Any] = field(repr=False, default_factory=list)
+    protocol: dict[str, Any] = field(repr=False, default_factory=dict)
+
+    @property
+    def advantages(self) -> np.ndarray:
+        """Point advantage of each retrained model."""
+        return np.array([r.advantage for r in self.reports])
+
+    @property
+    def elbo_floor(self) -> float:
+        """Lowest acceptable mean held-out ELBO: retrain mean minus the tolerance."""
+        mean = float(np.mean(self.heldout_elbos))
+        return mean - self.elbo_tolerance * abs(mean)
+
+    def check(self, report: AttackReport, heldout_elbo: float | None = None) -> TargetCheck:
+        """Pass / fail of a candidate's audit against the target.
+
+        Rule: ``advantage <= interval[1]`` (the retrain interval's upper end: an advantage below
+        the retrains' is at least as close to chance; an AUC far below 0.5 has a large
+        advantage and fails) **and** ``heldout_elbo >= elbo_floor`` (mean held-out ELBO no
+        worse than the retrains' mean by more than ``elbo_tolerance`` of its magnitude).  A
+        report without a held-out ELBO fails ("utility not measured").
+        """
+        self._check_protocol(report)
+        elbo = heldout_elbo if heldout_elbo is not None else report.heldout_elbo
+        lo, hi = self.interval
+        adv = report.advantage
+        adv_ok = bool(adv <= hi)
+        adv_txt = (
+            f"advantage {adv:.3f} {'within' if adv_ok else 'above'} retrain interval "
+            f"[{lo:.3f}, {hi:.3f}] ({len(self.reports)} retrains)"
+        )
+        if elbo is None:
+            return TargetCheck(False, adv_ok, None, f"{adv_txt}; held-out ELBO not measured")
+        ut_ok = bool(elbo >= self.elbo_floor)
+        ut_txt = (
+            f"held-out ELBO {elbo:.1f} {'>=' if ut_ok else '<'} floor {self.elbo_floor:.1f} "
+            f"(retrain {np.mean(self.heldout_elbos):.1f}, tolerance {self.elbo_tolerance:.0%})"
+        )
+        return TargetCheck(adv_ok and ut_ok, adv_ok, ut_ok, f"{adv_txt}; {ut_txt}")
+
+    def _check_protocol(self, report: AttackReport) -> None:
+        diff = [
+            k for k in _PROTOCOL_KEYS if report.protocol.get(k) != self.reports[0].protocol.get(k)
+        ]
+        for key in ("members", "nonmembers"):
+            a, b = report.protocol.get(key), self.reports[0].protocol.get(key)
+            if a is None or b is None or not np.array_equal(np.sort(a), np.sort(b)):
+                diff.append(key)
+        if diff:
+            raise ValueError(
+                f"The report's protocol differs from the retrain target's in {diff}: audit the "
+                "candidate with the same protocol (target.evaluate(model) does)."
+            )
+
+    def attach(self, model, report: AttackReport, adata: AnnData | None) -> None:
+        """Measure ``model``'s held-out ELBO into ``report`` and link the target to it."""
+        source = adata if adata is not None else self.adata
+        if source is None:
+            raise ValueError("Pass adata= (the dataset holding the held-out cells).")
+        report.heldout_elbo = heldout_elbo(
+            model, source, self.heldout, self.protocol.get("n_draws", 8), self.protocol["seed"]
+        )
+        report.target = self
+
+    def evaluate(self, model, adata: AnnData | None = None) -> AttackReport:
+        """Audit a candidate ``model`` with the target's protocol; the report carries it."""
+        kwargs = dict(self.protocol)
+        members = kwargs.pop("members")
+        nonmembers = kwargs.pop("nonmembers")
+        return run_membership_attack(
+            model,
+            members,
+            nonmembers,
+            adata=adata if adata is not None else self.adata,
+            target=self,
+            **kwargs,
+        )
+
+    def to_frame(self):
+        """One row per retrained model: its audit metrics and held-out ELBO."""
+        import pandas as pd
+
+        frames = [r.to_frame() for r in self.reports]
+        out = pd.concat(frames, ignore_index=True)
+        out["heldout_elbo"] = self.heldout_elbos
+        out["target_low"], out["target_high"] = self.interval
+        return out
+
+    def __repr__(self) -> str:
+        lo, hi = self.interval
+        adv = ", ".join(f"{a:.3f}" for a in self.advantages)
+        return (
+            f"RetrainTarget({self.protocol.get('attack')} attack, {len(self.reports)} retrains)\n"
+            f"  advantages      {adv}\n"
+            f"  {int(round(self.level * 100))}% interval    [{lo:.3f}, {hi:.3f}]\n"
+            f"  held-out ELBO   {np.mean(self.heldout_elbos):.1f} "
+            f"(floor {self.elbo_floor:.1f}, tolerance {self.elbo_tolerance:.0%})\n"
+            f"  rule            pass iff advantage <= {hi:.3f} and held-out ELBO >= "
+            f"{self.elbo_floor:.1f}"
+        )
+
+
+def _heldout_names(adata: AnnData | None, heldout, exclude: np.ndarray) -> np.ndarray:
+    from scvi_unlearn.attack._evaluation_data import as_obs_names
+    from scvi_unlearn.data import HOLDOUT, SPLIT_KEY
+
+    if heldout is not None:
+        return as_obs_names(heldout, "heldout")
+    if adata is None or SPLIT_KEY not in adata.obs:
+        raise ValueError(
+            "The utility rule needs held-out cells: pass heldout= (obs_names) or adata= with "
+            "obs['membership'] (scvi_unlearn.data.membership_split)."
+        )
+    names = np.asarray(adata.obs_names[(adata.obs[SPLIT_KEY].astype(str) == HOLDOUT)], dtype=str)
+    return np.setdiff1d(names, exclude)
+
+
+def retrain_target(
+    retrain_models: Sequence[Any],
+    members: CellsLike,
+    nonmembers: CellsLike | None = None,
+    *,
+    adata: AnnData | None = None,
+    heldout: Sequence[str] | None = None,
+    attack: str = "mlp",
+    level: float = 0.95,
+    elbo_tolerance: float = 0.02,
+    seed: int = 0,
+    n_draws: int = 8,
+    **attack_kwargs,
+) -> RetrainTarget:
+    """Audit >= 3 retrained models with one protocol and return the retrain target.
+
+    Parameters
+    ----------
+    retrain_models
+        At least three models trained without ``members`` (different seeds), e.g. from
+        ``model.unlearn(forget, method="retrain", seed=s)``.
+    members, nonmembers, adata
+        The evaluated cells, as in ``membership_attack`` (``nonmembers=None`` matches held-out
+        cells from ``adata``).  The matched set is drawn once and shared by every audit.
+    heldout
+        ``obs_names`` of held-out cells for the utility rule; default the cells of ``adata``
+        with ``obs["membership"] == "heldout"`` (the non-members included: no model trained on
+        them).
+    attack
+        Attack of every audit.  With ``"calibrated"`` and no ``reference_models``, each
+        retrain is calibrated against the *other* retrains (leave-one-out), and candidates
+        later against all of them.
+    level
+        Coverage of the interval.
+    elbo_tolerance
+        Relative held-out ELBO tolerance of the pass rule (default 2%: a candidate may lose at
+        most 2% of the retrains' mean held-out ELBO magnitude).
+    seed, n_draws
+        As in ``membership_attack``; shared by every audit.
+    attack_kwargs
+        Further ``membership_attack`` options, shared by every audit.
+
+    Returns
+    -------
+    :class:`RetrainTarget`
+    """
+    models = list(retrain_models)
+    if len(models) < 3:
+        raise ValueError(
+            f"A retrain target needs at least 3 retrained models (different seeds), got "
+            f"{len(models)}: one retrain cannot separate seed noise from a leak."
+        )
+    if len({id(m) for m in models}) != len(models):
+        raise ValueError("retrain_models contains the same model more than once.")
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"level must be in (0, 1), got {level}.")
+    if elbo_tolerance < 0:
+        raise ValueError(f"elbo_tolerance must be >= 0, got {elbo_tolerance}.")
+    match_method = attack_kwargs.pop("match_method", "auto")
+    label_key = attack_kwargs.pop("label_key", "cell_type")
+    member_names, nonmember_names, _ = resolve_cells(
+        members, nonmembers, adata, match_method, label_key, seed
+    )
+    for m in models:
+        check_never_trained_on(m, member_names, "members", "retrained model")
+    # the cells are fixed now: pass them as AnnData-free names with the source AnnData
+    if adata is None:
+        raise ValueError("Pass adata= (the dataset holding members, non-members, held-out).")
+    heldout_names = _heldout_names(adata, heldout, member_names)
+    user_refs = attack_kwargs.pop("reference_models", None)
+    reports = []
+    for i, m in enumerate(models):
+        refs = user_refs
+        if attack == "calibrated" and refs is None:
+            refs = [r for j, r in enumerate(models) if j != i]
+        reports.append(
+            run_membership_attack(
+                m,
+                member_names,
+                nonmember_names,
+                adata=adata,
+                attack=attack,
+                seed=seed,
+                n_draws=n_draws,
+                reference_models=refs,
+                level=level,
+                **attack_kwargs,
+            )
+        )
+    pooled = np.concatenate([r.bootstrap["advantage"] for r in reports])
+    alpha = (1.0 - level) / 2.0
+    lo, hi = np.quantile(pooled, [alpha, 1.0 - alpha])
+    points = np.array([r.advantage for r in reports])
+    interval = (float(min(lo, points.min())), float(max(hi, points.max())))
+    elbos = np.array([heldout_elbo(m, adata, heldout_names, n_draws, seed) for m in models])
+    protocol = dict(
+        attack=attack,
+        seed=seed,
+        n_draws=n_draws,
+        level=level,
+        members=member_names,
+        nonmembers=nonmember_names,
+        reference_models=user_refs,
+        **attack_kwargs,
+    )
+    return RetrainTarget(
+        reports=reports,
+        interval=interval,
+        level=level,
+        heldout_elbos=elbos,
+        elbo_tolerance=float(elbo_tolerance),
+        heldout=heldout_names,
+        adata=adata,
+        models=models,
+        protocol=protocol,
+    )
+
+
+def build_retrain_target(
+    model,
+    forget: CellsLike,
+    nonmembers: CellsLike | None = None,
+    *,
+    seeds: Sequence[int] = (0, 1, 2),
+    adata: AnnData | None = None,
+    **kwargs,
+) -> RetrainTarget:
+    """Retrain ``model`` without ``forget`` once per seed and return :func:`retrain_target`.
+
+    The retrains come from ``model.unlearn(forget, method="retrain", seed=s)`` (same init
+    arguments and training recipe as ``model``, retain cells only).  ``kwargs`` go to
+    :func:`retrain_target`.
+    """
+    if len(seeds) < 3:
+        raise ValueError(f"Give at least 3 seeds, got {list(seeds)}.")
+    if not callable(getattr(model, "unlearn", None)):
+        raise NotImplementedError(
+            f"{type(model).__name__} has no unlearn() method, so it cannot build retrained "
+            "models itself: retrain without the forget cells with >= 3 seeds and pass the "
+            "models to scvi_unlearn.attack.retrain_target."
+        )
+    models = []
+    for s in seeds:
+        try:
+            models.append(model.unlearn(forget, method="retrain", seed=s))
+        except (KeyError, NotImplementedError) as err:
+            raise NotImplementedError(
+                "model.unlearn(..., method='retrain') is not available "
+                f"({err}); build the retrained models yourself and use retrain_target."
+            ) from err
+    return retrain_target(models, forget, nonmembers, adata=adata, **kwargs)
