@@ -11,6 +11,15 @@ from scvi_unlearn._seeding import isolated_seed
 from scvi_unlearn.fisher import diagonal_fisher, draw_noise, fisher_of_cells, vae_cell_loss
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_intra_op_thread():
+    """Many small ops: on a busy 2-core machine two OpenMP threads oversubscribe (30x slower)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 def reference_loop_fisher(model, adata, indices, n_draws, seed):
     """One ordinary backward per cell through ``model.module`` (the slow, obvious way)."""
     from scvi import REGISTRY_KEYS
