@@ -5,7 +5,7 @@ from importlib.metadata import PackageNotFoundError, version
 # scvi-tools 1.4.2's view_anndata_setup()/view_registry() use rich.pretty without importing it
 import rich.pretty  # noqa: F401
 
-from scvi_unlearn import data
+from scvi_unlearn import attack, benchmark, data, fisher, metrics, toy, unlearn
 from scvi_unlearn.model import SCVI
 
 try:
@@ -13,4 +13,14 @@ try:
 except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0.0.0"
 
-__all__ = ["SCVI", "__version__", "data"]
+__all__ = [
+    "SCVI",
+    "__version__",
+    "attack",
+    "benchmark",
+    "data",
+    "fisher",
+    "metrics",
+    "toy",
+    "unlearn",
+]
