@@ -1,5 +1,12 @@
 """The seeds' toy models: two-Gaussian MI unlearning and mixture-of-Gaussians VAE simulations."""
 
+from scvi_unlearn.toy._mog_data import (
+    FORGET_KINDS,
+    SEPARATIONS,
+    make_mog_anndata,
+    mog_forget_set,
+)
+from scvi_unlearn.toy._mog_vae import mog_vae_experiment, mog_vae_table, summarize_mog_vae
 from scvi_unlearn.toy._mutual_information import (
     notebook_mutual_information,
     plugin_mutual_information,
@@ -16,6 +23,13 @@ from scvi_unlearn.toy._two_gaussian import (
 
 __all__ = [
     "ARMS",
+    "FORGET_KINDS",
+    "SEPARATIONS",
+    "make_mog_anndata",
+    "mog_forget_set",
+    "mog_vae_experiment",
+    "mog_vae_table",
+    "summarize_mog_vae",
     "SEED_NOTEBOOK_NUMBERS",
     "TwoGaussianData",
     "make_two_gaussian",
