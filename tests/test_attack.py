@@ -316,3 +316,24 @@ def test_retrain_target_convenience_needs_unlearn():
         build_retrain_target(BrokenRetrain(), ["a"], seeds=(0, 1, 2))
     with pytest.raises(ValueError, match="at least 3 seeds"):
         build_retrain_target(BrokenRetrain(), ["a"], seeds=(0, 1))
+
+
+def test_paired_folds_prevent_anti_learning_on_matched_clusters():
+    """15 clusters, each with 2 members and 2 matched non-members, no membership signal:
+    stratified folds anti-learn (AUC far below 0.5), matched-pair folds stay at chance."""
+    from scvi_unlearn.attack import bootstrap_ci, paired_folds
+
+    rng = np.random.default_rng(0)
+    centers = rng.normal(scale=5.0, size=(15, 6))
+    x = np.repeat(centers, 4, axis=0) + rng.normal(scale=0.5, size=(60, 6))
+    y = np.tile([1, 1, 0, 0], 15)
+    stratified = mlp_attack(x, y, seed=0, folds="stratified").scores
+    assert bootstrap_ci(y, stratified, seed=0)["auc"][1] < 0.4  # the failure being prevented
+    paired = mlp_attack(x, y, seed=0, folds="paired").scores
+    lo, hi = bootstrap_ci(y, paired, seed=0)["auc"]
+    assert lo < 0.5 < hi
+    folds = paired_folds(x, y, n_splits=5, seed=0)
+    for train_idx, test_idx in folds:
+        assert y[test_idx].sum() == (1 - y[test_idx]).sum()  # balanced held-out pairs
+        assert np.intersect1d(train_idx, test_idx).size == 0
+    assert np.sort(np.concatenate([t for _, t in folds])).tolist() == list(range(60))

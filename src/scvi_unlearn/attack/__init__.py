@@ -26,7 +26,13 @@ from scvi_unlearn.attack._metrics import (
     tpr_at_fpr,
     yeom_advantage,
 )
-from scvi_unlearn.attack._mlp import CrossFitScores, SpectralMLPAttacker, cross_fit, mlp_attack
+from scvi_unlearn.attack._mlp import (
+    CrossFitScores,
+    SpectralMLPAttacker,
+    cross_fit,
+    mlp_attack,
+    paired_folds,
+)
 from scvi_unlearn.attack._report import PROTOCOLS, AttackReport
 from scvi_unlearn.attack._target import (
     RetrainTarget,
@@ -59,6 +65,7 @@ __all__ = [
     "feature_columns",
     "knn_distance",
     "mlp_attack",
+    "paired_folds",
     "posterior_parameters",
     "retrain_target",
     "roc_auc",

@@ -183,7 +183,7 @@ class AttackReport:
         lo, hi = self.ci["auc"]
         if label is None:
             label = f"{self.attack} AUC {self.auc:.2f} [{lo:.2f}, {hi:.2f}]"
-        ax.plot(fpr, tpr, drawstyle="steps-post", label=label, **kwargs)
+        ax.plot(fpr, tpr, label=label, **kwargs)  # straight segments: ties are diagonal
         if chance:
             ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=0.8)
         ax.set_xlim(0, 1)
