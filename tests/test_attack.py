@@ -132,6 +132,10 @@ def test_calibrated_attack_and_retrain_target_separate_original_from_retrain(
     )
     with pytest.raises(ValueError, match="protocol differs"):
         target.check(other)
+    with pytest.raises(ValueError, match="protocol differs"):
+        retrains[3].membership_attack(
+            cells["members"], cells["nonmembers"], adata=pbmc, attack="threshold", target=target
+        )
 
 
 def test_calibrated_attack_rejects_references_that_saw_the_cells(pbmc, cells, original, retrains):
@@ -186,7 +190,11 @@ def test_report_folds_partition_the_cells(original_report):
 
 # -- reproducibility and safety -------------------------------------------------------------
 def test_same_seed_gives_an_identical_report(pbmc, cells, original, original_report):
+    states = (torch.get_rng_state(), np.random.get_state(), random.getstate())  # noqa: NPY002
     again = original.membership_attack(cells["members"], cells["nonmembers"], adata=pbmc, seed=0)
+    after = (torch.get_rng_state(), np.random.get_state(), random.getstate())  # noqa: NPY002
+    assert torch.equal(states[0], after[0]) and states[2] == after[2]
+    assert np.array_equal(states[1][1], after[1][1]) and states[1][2] == after[1][2]
     np.testing.assert_array_equal(again.scores.to_numpy(), original_report.scores.to_numpy())
     assert again.metrics == original_report.metrics
     assert again.ci == original_report.ci

@@ -252,5 +252,6 @@ def run_membership_attack(
         bootstrap=replicates,
     )
     if target is not None:
+        target._check_protocol(report)  # fail early, before the held-out ELBO is measured
         target.attach(model, report, adata)
     return report

@@ -207,5 +207,9 @@ class AttackReport:
             lines.append(f"  {key:<15} {value:.3f}  {pct}% CI [{lo:.3f}, {hi:.3f}]")
         if self.heldout_elbo is not None:
             lines.append(f"  heldout_elbo    {self.heldout_elbo:.2f}")
-        lines.append(f"  verdict         {self.verdict()}")
+        try:
+            verdict = self.verdict()
+        except ValueError as err:  # e.g. a target built with another protocol
+            verdict = f"unavailable ({err})"
+        lines.append(f"  verdict         {verdict}")
         return "\n".join(lines)
