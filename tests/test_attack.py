@@ -345,3 +345,17 @@ def test_paired_folds_prevent_anti_learning_on_matched_clusters():
         assert y[test_idx].sum() == (1 - y[test_idx]).sum()  # balanced held-out pairs
         assert np.intersect1d(train_idx, test_idx).size == 0
     assert np.sort(np.concatenate([t for _, t in folds])).tolist() == list(range(60))
+
+
+@pytest.mark.slow
+def test_retrain_target_built_with_model_unlearn(pbmc, cells, original):
+    """The convenience retrains through model.unlearn(method="retrain") and judges the
+    original (fails) against its own retrain target."""
+    target = original.retrain_target(
+        cells["members"], cells["nonmembers"], seeds=(0, 1, 2), adata=pbmc, attack="calibrated"
+    )
+    assert len(target.models) == 3
+    for m in target.models:
+        assert np.intersect1d(m.trained_obs_names, cells["members"]).size == 0
+    report = target.evaluate(original)
+    assert not target.check(report).passed
