@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 import scvi_unlearn as su
 from scvi_unlearn.toy import (
@@ -15,6 +16,15 @@ from scvi_unlearn.toy import (
     mog_vae_experiment,
     summarize_mog_vae,
 )
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """Tiny models: one thread avoids oversubscription on a shared 2-core machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 
 def test_mog_anndata_shape_labels_and_geometry():
