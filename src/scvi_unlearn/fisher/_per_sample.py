@@ -148,6 +148,10 @@ def _vmap_compatible_one_hot() -> Iterator[None]:
             setattr(mod, attr, _ORIGINAL_ONE_HOT)
 
 
+#: Examples of the first mini-batch used to classify parameters (used / tapped / vmap).
+_PROBE_SIZE = 16
+
+
 def _batch_gradients(
     bound: _Bound, params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor], inputs
 ) -> dict[str, torch.Tensor | None]:
@@ -229,8 +233,13 @@ class _Taps:
 
         return hook
 
-    def run(self, bound, params, buffers, inputs, n) -> dict[str, torch.Tensor]:
-        """Squared-gradient sums (float64) of every tapped parameter on one mini-batch."""
+    def run(self, bound, params, buffers, inputs, n, summed=False) -> dict[str, torch.Tensor]:
+        """Squared-gradient sums (float64) of every tapped parameter on one mini-batch.
+
+        With ``summed=True`` also keeps the summed per-example gradients (for
+        :func:`_verified`).  Products are formed in the module's dtype (one matrix product per
+        layer, over the stacked pairs of calls) and accumulated in float64.
+        """
         self.records, self._n, self._summed = {}, n, {}
         expanded = {}
         for k in self.expandable:
@@ -251,34 +260,44 @@ class _Taps:
             grads = list(torch.autograd.grad(loss, probes, allow_unused=True))
         out: dict[str, torch.Tensor] = {}
         for name, recs in self.records.items():
-            feats = [f.double() for f, _ in recs]
+            feats = [f for f, _ in recs]
             outs = []
             for _, p in recs:
                 g = grads.pop(0)
-                outs.append(torch.zeros(p.shape, dtype=torch.float64) if g is None else g.double())
+                outs.append(torch.zeros_like(p) if g is None else g.detach())
             if name in self.irregular:
                 continue
             layer = self.layers[name]
-            bias_grad = torch.stack(outs).sum(0)  # per-example bias gradients (n, out)
+            bias_grad = torch.stack(outs).sum(0).double()  # per-example bias gradients
             if isinstance(layer, nn.Linear):
-                w = torch.zeros((outs[0].shape[1], feats[0].shape[1]), dtype=torch.float64)
-                for c in range(len(recs)):
-                    w += (outs[c] * outs[c]).T @ (feats[c] * feats[c])
-                    for d in range(c + 1, len(recs)):
-                        w += 2.0 * ((outs[c] * outs[d]).T @ (feats[c] * feats[d]))
-                out[f"{name}.weight"] = w
-                self._summed[f"{name}.weight"] = sum(g.T @ f for g, f in zip(outs, feats))
+                if len(recs) == 1:
+                    u, v = outs[0] * outs[0], feats[0] * feats[0]
+                else:  # sum over ordered pairs of calls = diagonal + 2 x upper triangle
+                    us, vs = [], []
+                    for c in range(len(recs)):
+                        for d in range(c, len(recs)):
+                            us.append(outs[c] * outs[d] * (1.0 if c == d else 2.0))
+                            vs.append(feats[c] * feats[d])
+                    u, v = torch.cat(us), torch.cat(vs)
+                out[f"{name}.weight"] = (u.T @ v).double()
+                if summed:
+                    self._summed[f"{name}.weight"] = sum(
+                        g.double().T @ f.double() for g, f in zip(outs, feats)
+                    )
             else:
-                w_grad = sum(g * f for g, f in zip(outs, feats))  # per-example (n, features)
+                w_grad = sum(g.double() * f.double() for g, f in zip(outs, feats))
                 out[f"{name}.weight"] = (w_grad * w_grad).sum(0)
-                self._summed[f"{name}.weight"] = w_grad.sum(0)
+                if summed:
+                    self._summed[f"{name}.weight"] = w_grad.sum(0)
             out[f"{name}.bias"] = (bias_grad * bias_grad).sum(0)
-            self._summed[f"{name}.bias"] = bias_grad.sum(0)
+            if summed:
+                self._summed[f"{name}.bias"] = bias_grad.sum(0)
         for k, g in zip(expanded, grads):
             g = torch.zeros(expanded[k].shape) if g is None else g
             g = g.double()
             out[k] = (g * g).sum(0)
-            self._summed[k] = g.sum(0)
+            if summed:
+                self._summed[k] = g.sum(0)
         return out
 
     def summed_gradients(self) -> dict[str, torch.Tensor]:
@@ -395,9 +414,16 @@ def squared_gradient_mean(
         for inputs in batches:
             inputs = {k: v for k, v in inputs.items() if v is not None}
             n_batch = next(iter(inputs.values())).shape[0]
-            tap_sums = taps.run(bound, params, buffers, inputs, n_batch) if route == "auto" else {}
             if used is None:
-                batch_grads = _batch_gradients(bound, params, buffers, inputs)
+                # classify the parameters on a small probe slice of the first mini-batch
+                n_probe = min(n_batch, _PROBE_SIZE)
+                probe = {k: v[:n_probe] for k, v in inputs.items()}
+                probe_taps = (
+                    taps.run(bound, params, buffers, probe, n_probe, summed=True)
+                    if route == "auto"
+                    else {}
+                )
+                batch_grads = _batch_gradients(bound, params, buffers, probe)
                 used = {k for k, g in batch_grads.items() if g is not None}
                 if not used:
                     raise ValueError(
@@ -409,11 +435,19 @@ def squared_gradient_mean(
                     if k in used
                 }
                 candidates = {
-                    k for k in tap_sums if k in used and k.rsplit(".", 1)[0] not in taps.irregular
+                    k
+                    for k in probe_taps
+                    if k in used and k.rsplit(".", 1)[0] not in taps.irregular
                 }
                 tapped = _verified(candidates, taps, batch_grads)
                 rest = [k for k in params if k in used and k not in tapped]
+            tap_sums = taps.run(bound, params, buffers, inputs, n_batch) if tapped else {}
             for k in tapped:
+                if k not in tap_sums:
+                    raise RuntimeError(
+                        f"Parameter {k[2:]!r} was tapped on the first mini-batch but not on a "
+                        "later one (input shapes changed?); use route='vmap'."
+                    )
                 sums[k] += tap_sums[k]
             if rest:
                 active = {k: params[k] for k in rest}
