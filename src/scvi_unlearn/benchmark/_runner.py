@@ -79,6 +79,7 @@ def run(
     n_bootstrap: int = 1000,
     elbo_tolerance: float = 0.02,
     n_jobs: int = 1,
+    scratch_dir: str | None = None,
     progress: bool = True,
     umap: bool = True,
     seed: int = 0,
@@ -124,6 +125,9 @@ def run(
     n_jobs
         Parallel workers for the unlearning runs (joblib; ``1`` runs in this process).  Wall
         times measured in parallel include contention; compare times from ``n_jobs=1`` runs.
+    scratch_dir
+        Where parallel workers exchange models (default: the system's temporary folder); on a
+        cluster, a folder on a filesystem shared by the workers.
     progress
         Show a progress bar over runs.
     umap
@@ -188,7 +192,7 @@ def run(
         jobs += [(m, s, method_kwargs.get(m, {}), None) for s in seeds]
 
     bar = _progress(len(jobs) + len(jobs) + 1, progress)
-    runs = _execute(model, forget_names, jobs, n_jobs, bar)
+    runs = _execute(model, forget_names, jobs, n_jobs, bar, scratch_dir)
 
     retrains = [r["model"] for r in runs if r["label"] == "retrain"]
     target = su.attack.retrain_target(
@@ -301,7 +305,7 @@ def _report_columns(report) -> dict[str, Any]:
     return out
 
 
-def _execute(model, forget, jobs, n_jobs, bar) -> list[dict[str, Any]]:
+def _execute(model, forget, jobs, n_jobs, bar, scratch_dir=None) -> list[dict[str, Any]]:
     def _one(label, s, kwargs, budget, mdl):
         method = "retrain" if label.startswith("retrain") else label
         new, wall = _unlearn_timed(mdl, forget, method, s, kwargs)
@@ -317,7 +321,7 @@ def _execute(model, forget, jobs, n_jobs, bar) -> list[dict[str, Any]]:
 
     from joblib import Parallel, delayed
 
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory(dir=scratch_dir) as tmp:
         model.save(tmp + "/original", save_anndata=False)
 
         def _worker(label, s, kwargs, budget):
