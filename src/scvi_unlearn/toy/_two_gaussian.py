@@ -216,8 +216,8 @@ def two_gaussian_experiment(
     ``NormalClassifier`` (10-64-32-2 ReLU MLP); repetitions are trained together as stacked
     models (:mod:`scvi_unlearn.toy._batched_mlp`), which is exactly equivalent to separate runs.
 
-    Arms
-    ----
+    **Arms**
+
     ``original``
         Trained ``train_epochs`` on X and x (cross-entropy).
     ``retrain_scratch``
@@ -230,8 +230,8 @@ def two_gaussian_experiment(
         The notebook's "retrain from original": from the original, ``continue_epochs`` more
         steps of plain cross-entropy.
 
-    Defects of the notebook fixed here
-    ----------------------------------
+    **Defects of the notebook fixed here** (see ``docs/toy.md``)
+
     * In the notebook every repetition of the two fine-tuning arms started from the *same*
       ``model_original`` (the last one trained in the original arm's loop): their 100
       "repetitions" were identical deterministic runs, hence the reported std of ~0. Here each
