@@ -35,44 +35,45 @@ import numpy as np
 
 FORGET_LABEL = "CD56+ NK"
 
-#: configurations tried with --grid (the defaults are always measured too)
+#: configurations tried with --grid (the defaults are always measured too); the numbers quoted in
+#: the methods' docstrings and docs/unlearning.md come from one run of this grid
 GRID: dict[str, list[dict]] = {
     "finetune": [
+        {"max_epochs": 10, "lr": 1e-3},
+        {"max_epochs": 40, "lr": 1e-3},
         {"max_epochs": 20, "lr": 3e-3},
-        {"max_epochs": 10, "lr": 1e-2},
         {"max_epochs": 20, "lr": 1e-2},
     ],
     "gradient_ascent": [
-        {"max_epochs": 10, "beta": 0.9},
-        {"max_epochs": 10, "beta": 0.9, "forget_margin": 0.075},
-        {"max_epochs": 10, "beta": 0.95, "forget_margin": 0.1},
-        {"max_epochs": 5, "beta": 0.9, "forget_margin": 0.1},
+        {"max_epochs": 10, "beta": 0.5, "forget_margin": 0.05},
+        {"max_epochs": 10, "beta": 0.9, "forget_margin": 0.05},
+        {"max_epochs": 10, "beta": 0.9, "forget_margin": 0.1},
+        {"max_epochs": 5, "beta": 0.0, "forget_margin": 0.05, "finetune_epochs": 5},
     ],
     "scrub": [
-        {"max_epochs": 10, "max_step_epochs": 5},
-        {"max_epochs": 10, "max_step_epochs": 5, "divergence_cap": 10.0},
-        {"max_epochs": 10, "max_step_epochs": 5, "divergence_cap": 20.0},
-        {"max_epochs": 10, "max_step_epochs": 8, "divergence_cap": 10.0},
+        {"divergence_cap": 5.0, "lr": 1e-3},
+        {"divergence_cap": 20.0, "lr": 1e-3},
+        {"divergence_cap": 50.0, "lr": 1e-3},
+        {"divergence_cap": 50.0, "lr": 3e-3},
     ],
     "contrastive": [
-        {"max_epochs": 10, "shrink": 0.5, "anchor_weight": 10.0},
-        {"max_epochs": 10, "shrink": 0.75, "anchor_weight": 10.0},
-        {"max_epochs": 10, "shrink": 0.75, "finetune_epochs": 5},
-        {"max_epochs": 10, "shrink": 0.5, "finetune_epochs": 2},
+        {"shrink": 0.25, "finetune_epochs": 0},
+        {"shrink": 0.5, "finetune_epochs": 0},
+        {"shrink": 0.5, "finetune_epochs": 2},
+        {"shrink": 0.75, "finetune_epochs": 5},
     ],
     "ssd": [
-        {"alpha": 10.0, "lambda_": 1.0},
         {"alpha": 5.0, "lambda_": 1.0},
         {"alpha": 10.0, "lambda_": 5.0},
         {"alpha": 10.0, "lambda_": 1.0, "n_draws": 4},
     ],
     "fisher": [
+        {"alpha": 1e-6},
         {"alpha": 2e-5},
-        {"alpha": 3e-5},
-        {"alpha": 5e-5},
-        {"alpha": 1e-6, "ascent_epochs": 2},
-        {"alpha": 1e-6, "ascent_epochs": 5, "ascent_lr": 3e-4},
-        {"alpha": 1e-6, "ascent_epochs": 5, "ascent_lr": 3e-4, "damping": 1.0},
+        {"alpha": 1e-4},
+        {"alpha": 1e-3},
+        {"alpha": 1e-6, "ascent_epochs": 5},
+        {"alpha": 5e-5, "ascent_epochs": 5},
     ],
 }
 
