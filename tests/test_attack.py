@@ -359,3 +359,18 @@ def test_retrain_target_built_with_model_unlearn(pbmc, cells, original):
         assert np.intersect1d(m.trained_obs_names, cells["members"]).size == 0
     report = target.evaluate(original)
     assert not target.check(report).passed
+
+
+def test_below_chance_auc_is_flagged_as_a_leak():
+    """Members pushed the 'wrong' way (Streisand effect) are a leak, not a success."""
+    rng = np.random.default_rng(0)
+    y = np.r_[np.ones(40, int), np.zeros(40, int)]
+    scores = np.r_[rng.normal(-1.5, 1, 40), rng.normal(0, 1, 40)]  # members score *lower*
+    r = AttackReport.from_scores(y, scores, "threshold", seed=0)
+    assert r.auc < 0.2 and r.advantage > 0.6
+    assert r.leak_below_chance and not r.detectable
+    assert r.verdict().startswith("LEAK")
+    assert r.to_frame()["leak_below_chance"].iloc[0]
+    # the same scores reversed are a detection with the same advantage
+    flipped = AttackReport.from_scores(y, -scores, "threshold", seed=0)
+    assert flipped.detectable and flipped.advantage == pytest.approx(r.advantage)

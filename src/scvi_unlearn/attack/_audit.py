@@ -22,12 +22,7 @@ from scvi_unlearn.attack._evaluation_data import (
     training_obs_names,
 )
 from scvi_unlearn.attack._features import attack_features, feature_columns
-from scvi_unlearn.attack._metrics import (
-    DEFAULT_FPRS,
-    attack_metrics,
-    bootstrap_ci,
-    bootstrap_metrics,
-)
+from scvi_unlearn.attack._metrics import DEFAULT_FPRS
 from scvi_unlearn.attack._mlp import mlp_attack
 from scvi_unlearn.attack._report import AttackReport
 from scvi_unlearn.attack._threshold import threshold_scores
@@ -218,9 +213,6 @@ def run_membership_attack(
         )
         scores, fold = cf.scores, cf.fold
 
-    metrics = attack_metrics(labels, scores, fprs)
-    ci = bootstrap_ci(labels, scores, n_bootstrap=n_bootstrap, level=level, seed=seed, fprs=fprs)
-    replicates = bootstrap_metrics(labels, scores, n_bootstrap=n_bootstrap, seed=seed, fprs=fprs)
     protocol = {
         "attack": attack,
         "score": score if attack in ("threshold", "calibrated") else None,
@@ -239,17 +231,18 @@ def run_membership_attack(
         "members": member_names,
         "nonmembers": nonmember_names,
     }
-    report = AttackReport(
-        attack=attack,
+    report = AttackReport.from_scores(
+        labels,
+        scores,
+        attack,
         protocol=protocol,
-        scores=pd.Series(scores, index=cells, name="score"),
-        labels=pd.Series(labels, index=cells, name="label"),
-        metrics=metrics,
-        ci=ci,
+        index=cells,
+        n_bootstrap=n_bootstrap,
         level=level,
+        seed=seed,
+        fprs=fprs,
         features=features,
         fold=None if fold is None else pd.Series(fold, index=cells, name="fold"),
-        bootstrap=replicates,
     )
     if target is not None:
         target._check_protocol(report)  # fail early, before the held-out ELBO is measured

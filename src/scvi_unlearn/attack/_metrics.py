@@ -154,10 +154,17 @@ def bootstrap_ci(
     the AUC interval under ``a -> 2|a - 0.5|`` (it starts at 0 when the AUC interval covers
     0.5); a percentile interval of the folded statistic itself would exclude 0 at chance.
     """
-    if not 0.0 < level < 1.0:
-        raise ValueError(f"level must be in (0, 1), got {level}.")
     point = attack_metrics(labels, scores, fprs)
     reps = bootstrap_metrics(labels, scores, n_bootstrap, seed, fprs)
+    return ci_from_replicates(point, reps, level)
+
+
+def ci_from_replicates(
+    point: dict[str, float], reps: dict[str, np.ndarray], level: float = 0.95
+) -> dict[str, tuple[float, float]]:
+    """The intervals of :func:`bootstrap_ci` from point estimates and bootstrap replicates."""
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"level must be in (0, 1), got {level}.")
     alpha = (1.0 - level) / 2.0
     ci = {}
     for key, values in reps.items():

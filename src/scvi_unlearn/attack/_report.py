@@ -8,7 +8,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from scvi_unlearn.attack._metrics import roc_curve, tpr_key
+from scvi_unlearn.attack._metrics import (
+    DEFAULT_FPRS,
+    attack_metrics,
+    bootstrap_metrics,
+    ci_from_replicates,
+    roc_curve,
+    tpr_key,
+)
 
 if TYPE_CHECKING:
     from scvi_unlearn.attack._target import RetrainTarget
@@ -67,6 +74,47 @@ class AttackReport:
     target: RetrainTarget | None = field(default=None, repr=False)
     heldout_elbo: float | None = None
     bootstrap: dict[str, np.ndarray] | None = field(default=None, repr=False)
+
+    @classmethod
+    def from_scores(
+        cls,
+        labels,
+        scores,
+        attack: str,
+        protocol: dict[str, Any] | None = None,
+        index=None,
+        n_bootstrap: int = 1000,
+        level: float = 0.95,
+        seed: int = 0,
+        fprs=DEFAULT_FPRS,
+        **fields,
+    ) -> AttackReport:
+        """A report from per-cell ``labels`` (1 = member) and ``scores`` (higher = member).
+
+        Computes the metrics and their stratified bootstrap intervals (``n_bootstrap``
+        replicates, ``seed``); usable for attacks implemented outside this package.
+        """
+        labels = np.asarray(labels).astype(int)
+        scores = np.asarray(scores, dtype=np.float64)
+        point = attack_metrics(labels, scores, fprs)
+        reps = bootstrap_metrics(labels, scores, n_bootstrap=n_bootstrap, seed=seed, fprs=fprs)
+        protocol = dict(protocol or {})
+        protocol.setdefault("attack", attack)
+        protocol.setdefault("seed", seed)
+        protocol.setdefault("n_bootstrap", n_bootstrap)
+        protocol["fprs"] = tuple(fprs)
+        index = pd.Index(np.arange(labels.size) if index is None else index)
+        return cls(
+            attack=attack,
+            protocol=protocol,
+            scores=pd.Series(scores, index=index, name="score"),
+            labels=pd.Series(labels, index=index, name="label"),
+            metrics=point,
+            ci=ci_from_replicates(point, reps, level),
+            level=level,
+            bootstrap=reps,
+            **fields,
+        )
 
     # -- numbers ---------------------------------------------------------------------------
     @property
