@@ -115,6 +115,8 @@ def test_calibrated_attack_and_retrain_target_separate_original_from_retrain(
     lo, hi = target.interval
     assert 0.0 <= lo <= min(target.advantages) and max(target.advantages) <= hi <= 1.0
     assert len(target.heldout_elbos) == 3 and np.all(np.isfinite(target.heldout_elbos))
+    assert [r.heldout_elbo for r in target.reports] == list(target.heldout_elbos)
+    assert all(target.check(r).advantage_ok for r in target.reports)
     bad = target.evaluate(original)
     assert bad.attack == "calibrated" and bad.heldout_elbo is not None
     assert bad.auc > 0.75 and bad.advantage > hi

@@ -309,7 +309,7 @@ def retrain_target(
         reference_models=user_refs,
         **attack_kwargs,
     )
-    return RetrainTarget(
+    target = RetrainTarget(
         reports=reports,
         interval=interval,
         level=level,
@@ -320,6 +320,10 @@ def retrain_target(
         models=models,
         protocol=protocol,
     )
+    for report, elbo in zip(reports, elbos):  # each retrain's audit, judged like a candidate
+        report.heldout_elbo = float(elbo)
+        report.target = target
+    return target
 
 
 def build_retrain_target(
