@@ -191,3 +191,21 @@ def test_fisher_overlap_bad_input(trained_model, forget_names):
         trained_model.fisher_overlap(forget_names, control="svm")
     with pytest.raises(ValueError, match="empty"):
         trained_model.fisher_overlap([], retain, control=None)
+
+
+def test_fisher_overlap_cells_outside_the_model_and_labels_key(trained_model, pbmc):
+    """Held-out cells given as an AnnData are evaluated on a copy; the user's is untouched."""
+    heldout = pbmc[
+        (pbmc.obs["membership"] != "train") & (pbmc.obs["cell_type"] == "CD56+ NK")
+    ].copy()
+    uns_before, obs_before = set(heldout.uns), heldout.obs.copy()
+    retain = trained_model.trained_obs_names[:100]
+    ov = trained_model.fisher_overlap(
+        heldout, retain, labels_key="cell_type", seed=0, classifier_epochs=20
+    )
+    assert ov.n_forget == heldout.n_obs > 0 and ov.n_retain == 100
+    assert 0 < ov.global_cosine < 1 and 0 <= ov.control["global_cosine"] < 1
+    assert set(heldout.uns) == uns_before
+    pd.testing.assert_frame_equal(heldout.obs, obs_before)
+    with pytest.raises(KeyError, match="labels_key"):
+        trained_model.fisher_overlap(heldout, retain, labels_key="no_such_column")

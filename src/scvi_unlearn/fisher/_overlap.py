@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 
-import numpy as np
 import pandas as pd
 import torch
 
@@ -280,7 +279,3 @@ def overlap_statistics(
         "log_correlation": corr,
         "log_correlation_excluded": n_zero,
     }
-
-
-def _as_numpy(x) -> np.ndarray:  # pragma: no cover - small helper for plotting
-    return x.detach().double().cpu().numpy()

@@ -89,9 +89,6 @@ def _check_module(model) -> nn.Module:
         raise ValueError(
             "The model's AnnData is minified (no counts): a Fisher of the ELBO needs the counts."
         )
-    if not getattr(model, "is_trained_", True):
-        # an untrained model is allowed (Fisher at initialisation), but say so
-        pass
     return module
 
 
