@@ -200,7 +200,26 @@ def main(argv=None) -> int:
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(rows, fh, indent=1)
+    print()
+    print(markdown_table(rows))
     return 0
+
+
+def markdown_table(rows: list[dict]) -> str:
+    """The rows as the Markdown table of docs/unlearning.md."""
+    lines = [
+        "| model | forget ELBO | held-out NK | gap | to retrain | held-out other (change) "
+        "| time (s) |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        to_retrain = f"{r['toward_retrain']:.2f}" if "toward_retrain" in r else "-"
+        lines.append(
+            f"| {r['label']} | {r['forget']:.1f} | {r['heldout_same']:.1f} | {r['gap']:.1f} | "
+            f"{to_retrain} | {r['heldout_other']:.1f} ({100 * r['other_change']:+.2f}%) | "
+            f"{r['seconds']:.1f} |"
+        )
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -107,7 +107,7 @@ def fisher(
     -4.43%; ``1e-3`` destroys the model.  The noise is not specific to the forget cells, so it
     moves them little within the 2% budget.  The ascent option is far more specific:
     ``ascent_epochs=5, alpha=1e-6`` (with the default ``ascent_lr=3e-4, forget_margin=0.05``) moved
-    80% at -1.25%; keep ``alpha`` at 1e-6 with the ascent (``alpha=5e-5`` plus ascent cost -3.5%).
+    80% at -1.25%; keep ``alpha`` at 1e-6 with the ascent (``alpha=5e-5`` plus ascent cost -2.98%).
     """
     if alpha < 0 or variance_cap <= 0:
         raise ValueError("alpha must be >= 0 and variance_cap > 0.")

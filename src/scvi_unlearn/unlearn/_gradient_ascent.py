@@ -122,7 +122,7 @@ def gradient_ascent(
     original -596.3, retrain (3 seeds) -709.9; held-out ELBO of the other types: original -687.5.
     ``max_epochs=10, beta=0.9, forget_margin=0.075``: forget ELBO -699.4 (91% of the way to
     retrain), other held-out -1.56%.  ``beta=0.5`` overshot (155%, -3.06%); ``forget_margin=0.05``
-    moved 59% (-0.96%); ``0.1`` overshot (124%, -2.11%).
+    moved 59% (-0.96%); ``0.1`` overshot (128%, -1.97%).
     """
     if not 0.0 <= beta <= 1.0:
         raise ValueError(f"beta must be in [0, 1], got {beta}.")
