@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import os
 import random
+import signal
 
 import numpy as np
 import pandas as pd
@@ -258,6 +259,48 @@ def test_failure_midway_leaves_original_and_adata_intact(
     assert len(su.SCVI._setup_adata_manager_store) == n_managers
     assert trained_model.history_.keys() == history.keys()
     assert trained_model.is_trained_
+
+
+def test_interrupt_inside_lightning_leaves_original_intact(
+    trained_model, forget_names, user_method
+):
+    """Ctrl+C during a Lightning step: Lightning turns it into SystemExit(1); nothing leaks."""
+
+    class InterruptedPlan(su.unlearn.RetainTrainingPlan):
+        def unlearning_loss(self, retain, forget):
+            if self.global_step == 2:
+                raise KeyboardInterrupt
+            return super().unlearning_loss(retain, forget)
+
+    def interrupted(task, *, epochs: int = 2):
+        model = task.new_model(copy_weights=True)
+        plan = InterruptedPlan(model.module, lr=1.0, step_log=task.log)
+        task.fit(model, plan, task.datamodule(with_forget=False), max_epochs=epochs,
+                 enable_progress_bar=False)  # fmt: skip
+        return model
+
+    user_method("interrupted_test_method", interrupted)
+    before = _params(trained_model)
+    adata_before = _adata_fingerprint(trained_model.adata)
+    n_managers = len(su.SCVI._setup_adata_manager_store)
+    handler = signal.getsignal(signal.SIGINT)
+    try:
+        with pytest.raises((KeyboardInterrupt, SystemExit)):
+            trained_model.unlearn(forget_names, method="interrupted_test_method")
+    finally:
+        signal.signal(signal.SIGINT, handler)  # Lightning ignores SIGINT after an interrupt
+    assert _same_params(before, _params(trained_model))
+    _assert_same_adata(adata_before, trained_model.adata)
+    assert len(su.SCVI._setup_adata_manager_store) == n_managers
+
+
+def test_successful_run_leaves_user_adata_intact(trained_model, forget_names, pbmc_train):
+    before = _adata_fingerprint(pbmc_train)
+    params = _params(trained_model)
+    view = pbmc_train[list(forget_names)]
+    trained_model.unlearn(view, method="gradient_ascent", max_epochs=1, **QUIET)
+    _assert_same_adata(before, pbmc_train)
+    assert _same_params(params, _params(trained_model))
 
 
 # ---------------------------------------------------------------- registry and checks
