@@ -31,6 +31,7 @@ from scvi_unlearn.attack._mlp import (
     CrossFitScores,
     SpectralMLPAttacker,
     cross_fit,
+    grouped_folds,
     mlp_attack,
     paired_folds,
 )
@@ -65,6 +66,7 @@ __all__ = [
     "cross_fit",
     "drift_attack",
     "feature_columns",
+    "grouped_folds",
     "knn_distance",
     "mlp_attack",
     "paired_folds",

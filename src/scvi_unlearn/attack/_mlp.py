@@ -178,6 +178,33 @@ def paired_folds(
     return [(np.flatnonzero(fold != f), np.flatnonzero(fold == f)) for f in range(k)]
 
 
+def grouped_folds(
+    x: np.ndarray, y: np.ndarray, n_splits: int = 5, seed: int = 0
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Stratified folds that hold out whole label-blind neighbourhoods.
+
+    The cells are clustered in the standardized feature space *without their labels* (k-means,
+    about four cells per cluster), and :class:`~sklearn.model_selection.StratifiedGroupKFold`
+    holds out whole clusters while keeping the member fraction of every fold close to the
+    overall one.  A held-out cell's neighbourhood leaves the training fold with it, so the
+    local label imbalance that makes plain k-fold anti-learn on matched designs does not
+    arise, and since the clusters never see the labels, the fold design cannot leak them (a
+    design that pairs members with non-members does: under the null it gave AUC 0.64 on
+    pbmc68k, ``docs/audit.md``).
+    """
+    from sklearn.cluster import KMeans
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    y = np.asarray(y).astype(int)
+    z = Standardizer().fit(x).transform(np.asarray(x, dtype=np.float64))
+    n_clusters = int(max(2 * n_splits, min(y.size // 4, 64)))
+    n_clusters = min(n_clusters, y.size)
+    groups = KMeans(n_clusters=n_clusters, n_init=4, random_state=seed).fit_predict(z)
+    k = int(min(n_splits, y.sum(), y.size - y.sum()))
+    splitter = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
+    return [(tr, te) for tr, te in splitter.split(z, y, groups)]
+
+
 def cross_fit(
     x: np.ndarray,
     y: np.ndarray,
@@ -185,7 +212,7 @@ def cross_fit(
     n_splits: int = 5,
     seed: int = 0,
     score_x: np.ndarray | None = None,
-    folds: str = "paired",
+    folds: str = "grouped",
 ) -> CrossFitScores:
     """K-fold cross-fitting: each cell is scored by an attacker trained without it.
 
@@ -203,7 +230,9 @@ def cross_fit(
         Features the held-out cells are scored on (same rows as ``x``); default ``x``.  The
         drift protocol trains on one model's features and scores another's.
     folds
-        ``"paired"`` (default): :func:`paired_folds`; ``"stratified"``: scikit-learn's
+        ``"grouped"`` (default): :func:`grouped_folds`, label-blind neighbourhoods held out
+        whole; ``"paired"``: :func:`paired_folds` (biased upward under the null: the pairing
+        uses the labels); ``"stratified"``: scikit-learn's
         ``StratifiedKFold`` (anti-learns on matched designs, kept for comparison).
     """
     y = np.asarray(y).astype(int)
@@ -218,6 +247,8 @@ def cross_fit(
         raise ValueError(f"n_splits must be >= 2, got {n_splits}.")
     if folds == "paired":
         splits = paired_folds(x, y, n_splits, seed)
+    elif folds == "grouped":
+        splits = grouped_folds(x, y, n_splits, seed)
     elif folds == "stratified":
         splitter = StratifiedKFold(n_splits=min(n_splits, n_min), shuffle=True, random_state=seed)
         splits = list(splitter.split(np.zeros(y.size), y))
@@ -240,7 +271,7 @@ def mlp_attack(
     y: np.ndarray,
     n_splits: int = 5,
     seed: int = 0,
-    folds: str = "paired",
+    folds: str = "grouped",
     **attacker_kwargs,
 ) -> CrossFitScores:
     """Out-of-fold scores of fresh :class:`SpectralMLPAttacker` s (one per fold).
