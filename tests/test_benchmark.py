@@ -37,14 +37,19 @@ def small_benchmark(pbmc, trained_model, forget_names):
 
 def test_benchmark_table(small_benchmark, trained_model):
     t = small_benchmark.table
-    assert list(t["method"]) == [
-        "original",
-        "retrain",
-        "retrain",
-        "retrain",
-        "retrain_50pct",
-        "finetune",
-    ]
+    assert small_benchmark.attacks == ["calibrated", "mlp"]
+    for attack in ("calibrated", "mlp"):
+        assert list(t.loc[t["attack"] == attack, "method"]) == [
+            "original",
+            "retrain",
+            "retrain",
+            "retrain",
+            "retrain_50pct",
+            "finetune",
+        ]
+    # utility is a property of the model, not of the attack
+    u = t.pivot_table(index=["method", "seed"], columns="attack", values="utility_elbo_mean")
+    assert np.allclose(u["calibrated"], u["mlp"])
     for col in ("auc", "auc_low", "auc_high", "advantage", "yeom_advantage", "passed"):
         assert col in t
     assert ((t["auc_low"] <= t["auc"]) & (t["auc"] <= t["auc_high"])).all()
@@ -52,6 +57,9 @@ def test_benchmark_table(small_benchmark, trained_model):
     assert t.filter(like="utility_").shape[1] >= 8
     retrain = t[t["method"] == "retrain"]
     assert np.isclose(retrain["time_vs_retrain"].mean(), 1.0)
+    # the calibrated attack detects the original on its memorised cells more than a retrain
+    cal = t[t["attack"] == "calibrated"].set_index("method")
+    assert cal.loc["original", "auc"] > cal.loc["retrain", "auc"].mean()
     assert np.isnan(t.loc[t["method"] == "original", "wall_time_s"]).all()  # trained elsewhere
     # the cost-matched retrain ran half the original's epochs, so it is cheaper
     half = t[t["method"] == "retrain_50pct"]["time_vs_retrain"].iloc[0]
@@ -63,14 +71,20 @@ def test_benchmark_table(small_benchmark, trained_model):
 def test_benchmark_summary_and_files(small_benchmark, tmp_path):
     s = small_benchmark.summary
     assert set(s["method"]) == {"original", "retrain", "retrain_50pct", "finetune"}
-    row = s.set_index("method").loc["retrain"]
+    assert len(s) == 8  # 4 methods x 2 attacks
+    row = s.set_index(["attack", "method"]).loc[("mlp", "retrain")]
     assert row["n_runs"] == 3 and row["advantage_ci_low"] <= row["advantage"]
     md = small_benchmark.to_markdown()
-    assert md.startswith("| method |") and "Retrain target" in md
+    assert "**calibrated attack**" in md and "**mlp attack**" in md and "Pass: advantage" in md
     table, summary = small_benchmark.to_csv(tmp_path)
-    assert pd.read_csv(table).shape[0] == 6 and pd.read_csv(summary).shape[0] == 4
+    assert pd.read_csv(table).shape[0] == 12 and pd.read_csv(summary).shape[0] == 8
     figs = small_benchmark.save_figures(tmp_path)
-    assert {p.name for p in figs} == {"roc.png", "advantage_vs_cost.png"}
+    assert {p.name for p in figs} == {
+        "roc_calibrated.png",
+        "advantage_vs_cost_calibrated.png",
+        "roc_mlp.png",
+        "advantage_vs_cost_mlp.png",
+    }
     assert all(p.stat().st_size > 1000 for p in figs)
 
 
@@ -85,6 +99,8 @@ def test_benchmark_bad_input(pbmc, trained_model, forget_names):
         su.benchmark.run(su.data.pbmc68k(), forget_names, model=trained_model)
     with pytest.raises(ValueError, match="budgets"):
         su.benchmark.run(pbmc, forget_names, budgets=(1.5,), model=trained_model)
+    with pytest.raises(ValueError, match="Unknown attack"):
+        su.benchmark.run(pbmc, forget_names, attacks=["drift"], model=trained_model)
 
 
 def test_cli_help_and_errors(capsys):

@@ -165,3 +165,13 @@ def test_isolated_seed_restores_global_rng():
     assert torch.equal(a, b)
     assert torch.equal(torch.rand(3), expected_t)
     assert np.array_equal(np.random.rand(3), expected_n)  # noqa: NPY002
+
+
+def test_recipe_resolves_default_epochs(synth):
+    su.SCVI.setup_anndata(synth)
+    model = su.SCVI(synth, n_latent=3)
+    from scvi.model._utils import get_max_epochs_heuristic
+
+    recipe = model._bind_train_arguments((), {})
+    assert recipe["max_epochs"] == get_max_epochs_heuristic(synth.n_obs)
+    assert recipe["max_epochs_from_heuristic"] is True

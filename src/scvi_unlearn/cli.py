@@ -61,7 +61,7 @@ def _benchmark(args: argparse.Namespace) -> int:
         model=model,
         label_key=args.label_key,
         budgets=tuple(args.budgets),
-        attack=args.attack,
+        attacks=args.attacks,
         n_jobs=args.n_jobs,
         seed=args.seed,
     )
@@ -126,10 +126,11 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--holdout", type=float, default=0.3, help="held-out fraction")
     bench.add_argument("--split-seed", type=int, default=0, help="seed of the held-out split")
     bench.add_argument(
-        "--attack",
-        choices=("mlp", "threshold", "calibrated"),
-        default="mlp",
-        help="attack of the audit",
+        "--attacks",
+        nargs="+",
+        choices=("calibrated", "mlp", "threshold"),
+        default=["calibrated", "mlp"],
+        help="attacks of the audit, the primary one first (default: calibrated mlp)",
     )
     bench.add_argument("--n-jobs", type=int, default=1, help="parallel unlearning runs")
     bench.add_argument("--seed", type=int, default=0, help="seed of training and the audit")

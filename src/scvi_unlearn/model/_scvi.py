@@ -112,6 +112,12 @@ use_observed_lib_size, latent_distribution, **kwargs
                 recipe[name] = None if value is None else f"<{type(value).__name__}>"
             else:
                 recipe[name] = copy.deepcopy(value)
+        if recipe.get("max_epochs") is None and bound.arguments.get("datamodule") is None:
+            # record what scvi-tools will resolve it to, so that replays know the epoch count
+            from scvi.model._utils import get_max_epochs_heuristic
+
+            recipe["max_epochs"] = get_max_epochs_heuristic(self.adata.n_obs)
+            recipe["max_epochs_from_heuristic"] = True
         recipe["seed"] = scvi.settings.seed
         recipe["scvi_tools_version"] = scvi.__version__
         return recipe

@@ -10,7 +10,13 @@ from scvi_unlearn.unlearn._datamodule import MIN_LAST_BATCH
 from scvi_unlearn.unlearn._registry import register
 
 #: recipe entries that are provenance, not train() arguments
-_NOT_ARGUMENTS = ("seed", "scvi_tools_version", "trainer_kwargs", "datamodule")
+_NOT_ARGUMENTS = (
+    "seed",
+    "scvi_tools_version",
+    "trainer_kwargs",
+    "datamodule",
+    "max_epochs_from_heuristic",
+)
 
 
 @register("retrain")
