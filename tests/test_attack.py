@@ -398,3 +398,26 @@ def test_below_chance_auc_is_flagged_as_a_leak():
     # the same scores reversed are a detection with the same advantage
     flipped = AttackReport.from_scores(y, -scores, "threshold", seed=0)
     assert flipped.detectable and flipped.advantage == pytest.approx(r.advantage)
+
+
+def test_shadow_attack_is_at_chance_on_the_null_and_detects_memorised_cells(
+    pbmc, cells, original, retrains
+):
+    """The shadow attacker never sees an evaluated cell: on the label-matched design where
+    cross-fitted attackers anti-learn, it stays at chance for a model that never saw the
+    members, and detects them under the model that memorised them."""
+    kw = dict(adata=pbmc, attack="shadow", n_bootstrap=200, seed=0)
+    null = retrains[0].membership_attack(cells["members"], cells["nonmembers"], **kw)
+    lo, hi = null.ci["auc"]
+    assert lo < 0.5 < hi and not null.leak_below_chance
+    hit = original.membership_attack(cells["members"], cells["nonmembers"], **kw)
+    assert hit.ci["auc"][0] > 0.5 and hit.auc > 0.8
+    assert hit.protocol["n_shadow"] == 200
+    again = original.membership_attack(cells["members"], cells["nonmembers"], **kw)
+    assert again.scores.equals(hit.scores)  # reproducible
+    shadow_in, shadow_out = su.attack.shadow_cells(original, pbmc, hit.scores.index.to_numpy())
+    assert np.intersect1d(np.r_[shadow_in, shadow_out], hit.scores.index).size == 0
+    with pytest.raises(ValueError, match="membership"):
+        original.membership_attack(
+            cells["members"], cells["nonmembers"], adata=su.data.pbmc68k(), attack="shadow"
+        )

@@ -37,8 +37,8 @@ def small_benchmark(pbmc, trained_model, forget_names):
 
 def test_benchmark_table(small_benchmark, trained_model):
     t = small_benchmark.table
-    assert small_benchmark.attacks == ["calibrated", "mlp"]
-    for attack in ("calibrated", "mlp"):
+    assert small_benchmark.attacks == ["calibrated", "shadow"]
+    for attack in ("calibrated", "shadow"):
         assert list(t.loc[t["attack"] == attack, "method"]) == [
             "original",
             "retrain",
@@ -49,7 +49,7 @@ def test_benchmark_table(small_benchmark, trained_model):
         ]
     # utility is a property of the model, not of the attack
     u = t.pivot_table(index=["method", "seed"], columns="attack", values="utility_elbo_mean")
-    assert np.allclose(u["calibrated"], u["mlp"])
+    assert np.allclose(u["calibrated"], u["shadow"])
     for col in ("auc", "auc_low", "auc_high", "advantage", "yeom_advantage", "passed"):
         assert col in t
     assert ((t["auc_low"] <= t["auc"]) & (t["auc"] <= t["auc_high"])).all()
@@ -72,18 +72,18 @@ def test_benchmark_summary_and_files(small_benchmark, tmp_path):
     s = small_benchmark.summary
     assert set(s["method"]) == {"original", "retrain", "retrain_50pct", "finetune"}
     assert len(s) == 8  # 4 methods x 2 attacks
-    row = s.set_index(["attack", "method"]).loc[("mlp", "retrain")]
+    row = s.set_index(["attack", "method"]).loc[("shadow", "retrain")]
     assert row["n_runs"] == 3 and row["advantage_ci_low"] <= row["advantage"]
     md = small_benchmark.to_markdown()
-    assert "**calibrated attack**" in md and "**mlp attack**" in md and "Pass: advantage" in md
+    assert "**calibrated attack**" in md and "**shadow attack**" in md and "Pass: advantage" in md
     table, summary = small_benchmark.to_csv(tmp_path)
     assert pd.read_csv(table).shape[0] == 12 and pd.read_csv(summary).shape[0] == 8
     figs = small_benchmark.save_figures(tmp_path)
     assert {p.name for p in figs} == {
         "roc_calibrated.png",
         "advantage_vs_cost_calibrated.png",
-        "roc_mlp.png",
-        "advantage_vs_cost_mlp.png",
+        "roc_shadow.png",
+        "advantage_vs_cost_shadow.png",
     }
     assert all(p.stat().st_size > 1000 for p in figs)
 

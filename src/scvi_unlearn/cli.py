@@ -128,9 +128,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--attacks",
         nargs="+",
-        choices=("calibrated", "mlp", "threshold"),
-        default=["calibrated", "mlp"],
-        help="attacks of the audit, the primary one first (default: calibrated mlp)",
+        choices=("calibrated", "shadow", "mlp", "threshold"),
+        default=["calibrated", "shadow"],
+        help="attacks of the audit, the primary one first (default: calibrated shadow)",
     )
     bench.add_argument("--n-jobs", type=int, default=1, help="parallel unlearning runs")
     bench.add_argument("--seed", type=int, default=0, help="seed of training and the audit")

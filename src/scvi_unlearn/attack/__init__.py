@@ -36,6 +36,7 @@ from scvi_unlearn.attack._mlp import (
     paired_folds,
 )
 from scvi_unlearn.attack._report import PROTOCOLS, AttackReport
+from scvi_unlearn.attack._shadow import shadow_attack, shadow_cells
 from scvi_unlearn.attack._target import (
     RetrainTarget,
     TargetCheck,
@@ -66,6 +67,8 @@ __all__ = [
     "cross_fit",
     "drift_attack",
     "feature_columns",
+    "shadow_attack",
+    "shadow_cells",
     "grouped_folds",
     "knn_distance",
     "mlp_attack",

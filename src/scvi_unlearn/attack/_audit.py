@@ -25,13 +25,14 @@ from scvi_unlearn.attack._features import attack_features, feature_columns
 from scvi_unlearn.attack._metrics import DEFAULT_FPRS
 from scvi_unlearn.attack._mlp import mlp_attack
 from scvi_unlearn.attack._report import AttackReport
+from scvi_unlearn.attack._shadow import shadow_attack, shadow_cells
 from scvi_unlearn.attack._threshold import threshold_scores
 from scvi_unlearn.metrics import per_cell_elbo
 
 if TYPE_CHECKING:
     from scvi_unlearn.attack._target import RetrainTarget
 
-ATTACKS = ("mlp", "threshold", "calibrated", "drift")
+ATTACKS = ("mlp", "shadow", "threshold", "calibrated", "drift")
 
 CellsLike = AnnData | Sequence[str] | np.ndarray
 
@@ -144,6 +145,7 @@ def run_membership_attack(
     attacker_kwargs: dict | None = None,
     target: RetrainTarget | None = None,
     batch_size: int = 256,
+    n_shadow: int = 200,
 ) -> AttackReport:
     """Run one membership-inference audit; see ``MembershipAttackMixin.membership_attack``."""
     if attack not in ATTACKS:
@@ -186,6 +188,23 @@ def run_membership_attack(
             features[cols].to_numpy(), labels, n_splits=n_splits, seed=seed, **attacker_kwargs
         )
         scores, fold = cf.scores, cf.fold
+    elif attack == "shadow":
+        shadow_in, shadow_out = shadow_cells(model, adata, cells, n_shadow, seed)
+        shadow_feat = pd.concat(
+            [
+                attack_features(model, model.adata, shadow_in, **feat_kwargs),
+                attack_features(model, adata, shadow_out, **feat_kwargs),
+            ]
+        )
+        cols = feature_columns(features, feature_set)
+        y_shadow = np.r_[np.ones(shadow_in.size, int), np.zeros(shadow_out.size, int)]
+        scores = shadow_attack(
+            shadow_feat[cols].to_numpy(),
+            y_shadow,
+            features[cols].to_numpy(),
+            seed=seed,
+            **attacker_kwargs,
+        )
     elif attack == "threshold":
         scores = threshold_scores(features, score)
     elif attack == "calibrated":
@@ -216,7 +235,8 @@ def run_membership_attack(
     protocol = {
         "attack": attack,
         "score": score if attack in ("threshold", "calibrated") else None,
-        "feature_set": feature_set if attack in ("mlp", "drift") else None,
+        "feature_set": feature_set if attack in ("mlp", "shadow", "drift") else None,
+        "n_shadow": n_shadow if attack == "shadow" else None,
         "n_draws": n_draws,
         "seed": seed,
         "n_splits": n_splits if attack in ("mlp", "drift") else None,

@@ -22,7 +22,8 @@ if TYPE_CHECKING:
 
 #: one-line description of each attack protocol (shown in reports and tables).
 PROTOCOLS = {
-    "mlp": "fresh spectral-norm MLP per model, matched-pair k-fold, out-of-fold scores",
+    "mlp": "fresh spectral-norm MLP per model, label-blind grouped k-fold, out-of-fold scores",
+    "shadow": "MLP fitted on other training vs other held-out cells, applied once",
     "threshold": "threshold on a single per-cell score with a fixed orientation",
     "calibrated": "per-cell score minus its mean under reference models that never saw it",
     "drift": "COMPARISON ONLY: attacker fitted on the baseline model, applied unchanged",

@@ -31,6 +31,7 @@ _PROTOCOL_KEYS = (
     "attack",
     "score",
     "feature_set",
+    "n_shadow",
     "n_draws",
     "seed",
     "n_splits",

@@ -44,6 +44,7 @@ class MembershipAttackMixin:
         attacker_kwargs: dict | None = None,
         target: RetrainTarget | None = None,
         batch_size: int = 256,
+        n_shadow: int = 200,
     ) -> AttackReport:
         """Audit whether ``members`` are detectable as training cells of this model.
 
@@ -76,6 +77,10 @@ class MembershipAttackMixin:
             ``"reconstruction"``, ``"kl"``) with a fixed orientation;
             ``"calibrated"``: ``score`` under this model minus its mean under
             ``reference_models`` that never trained on the cells (LiRA / U-LiRA spirit);
+            ``"shadow"``: one MLP fitted under this model on ``n_shadow`` of its *other*
+            training cells vs ``n_shadow`` *other* held-out cells of ``adata`` (which must
+            carry ``obs["membership"]``), then applied once to the evaluated cells, which
+            never shape the attacker;
             ``"drift"``: COMPARISON ONLY, the seed study's protocol: an attacker fitted on
             ``baseline``'s features applied unchanged to this model's.
         reference_models
@@ -115,6 +120,8 @@ class MembershipAttackMixin:
             ``report.verdict()`` judges the model against it (same protocol required).
         batch_size
             Cells per forward pass.
+        n_shadow
+            Shadow cells per class for ``attack="shadow"``.
 
         Returns
         -------
@@ -155,6 +162,7 @@ class MembershipAttackMixin:
             attacker_kwargs=attacker_kwargs,
             target=target,
             batch_size=batch_size,
+            n_shadow=n_shadow,
         )
 
     def retrain_target(
