@@ -18,6 +18,7 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 from anndata import AnnData
 
+from scvi_unlearn._registration import transfer_registry
 from scvi_unlearn._seeding import isolated_seed
 
 #: ``uns`` keys written by scvi-tools' registration; dropped from copies to force a transfer.
@@ -53,52 +54,15 @@ def select_cells(adata: AnnData, names: np.ndarray, what: str) -> AnnData:
     return sub
 
 
-def _transfer_registry(model, sub: AnnData) -> None:
-    """Register ``sub`` with ``model`` by transferring the model's registry to it.
-
-    A retrained or unlearned model may never have seen some *label* (e.g. the forgotten cell
-    type), and scvi-tools refuses to transfer a registry to cells with an unknown category.
-    Labels do not enter scVI's likelihood (unless ``dispersion="gene-label"``), so an unknown
-    label is accepted by extending the label categories of the copy's manager only; an unknown
-    batch or categorical covariate is an error.
-    """
-    from scvi import REGISTRY_KEYS
-
-    try:
-        model._validate_anndata(sub)
-        return
-    except ValueError as err:
-        if "not found in source registry" not in str(err):
-            raise
-        original_error = err
-    manager = model.adata_manager.transfer_fields(sub, extend_categories=True)
-    for key in model.adata_manager.data_registry:
-        if key == REGISTRY_KEYS.LABELS_KEY:
-            continue
-        old = model.adata_manager.get_state_registry(key)
-        new = manager.get_state_registry(key)
-        categorical = [k for k in ("categorical_mapping", "mappings") if k in old]
-        if any(str(old[k]) != str(new.get(k)) for k in categorical):
-            raise ValueError(
-                f"The evaluated cells have a {key!r} category the model was not set up with "
-                f"({original_error})."
-            ) from original_error
-    if getattr(model.module, "dispersion", None) == "gene-label":
-        raise ValueError(
-            f"The evaluated cells have a label the model does not know and its dispersion "
-            f"depends on the label ({original_error})."
-        ) from original_error
-    model._register_manager_for_instance(manager)
-
-
 @contextlib.contextmanager
 def registered_copy(model, adata: AnnData, names: np.ndarray, what: str) -> Iterator[AnnData]:
     """Yield a copy of the cells ``names`` of ``adata``, registered with ``model``'s registry.
 
     The registration is transferred from the model (as scvi-tools does for query data, see
-    :func:`_transfer_registry`) and is removed from the model's per-instance manager store on
-    exit (also on exceptions).  scvi-tools' count check draws from the global numpy RNG, so
-    the registration runs under :func:`~scvi_unlearn._seeding.isolated_seed`.
+    :func:`scvi_unlearn._registration.transfer_registry`) and is removed from the model's
+    per-instance manager store on exit (also on exceptions).  scvi-tools' count check draws
+    from the global numpy RNG, so the registration runs under
+    :func:`~scvi_unlearn._seeding.isolated_seed`.
     """
     if getattr(model, "adata_manager", None) is None:
         raise ValueError(
@@ -110,7 +74,7 @@ def registered_copy(model, adata: AnnData, names: np.ndarray, what: str) -> Iter
     before = set(store.get(model.id, {}))
     try:
         with isolated_seed(0):
-            _transfer_registry(model, sub)
+            transfer_registry(model, sub)
         yield sub
     finally:
         for key in set(store.get(model.id, {})) - before:

@@ -20,6 +20,7 @@ import torch
 from anndata import AnnData
 from scvi.data._constants import _MANAGER_UUID_KEY, _SCVI_UUID_KEY
 
+from scvi_unlearn._registration import transfer_registry
 from scvi_unlearn._seeding import isolated_seed
 
 
@@ -62,7 +63,8 @@ def evaluation_adata(model, adata: AnnData | None) -> Iterator[AnnData]:
     ------
     ``adata`` itself when it is already the model's up-to-date registered AnnData (so nothing
     would change it); otherwise a copy registered with the model through
-    ``model._validate_anndata`` (setup transferred from the model's registry).  The copy's
+    :func:`scvi_unlearn._registration.transfer_registry` (setup transferred from the model's
+    registry; a label the model never saw is accepted).  The copy's
     manager is removed from the model's store on exit, and a model loaded without AnnData gets
     its ``adata`` / ``adata_manager`` back.
     """
@@ -90,7 +92,7 @@ def evaluation_adata(model, adata: AnnData | None) -> Iterator[AnnData]:
             # scvi-tools' count check samples entries with the global numpy RNG: isolate it;
             # the transfer is deliberate, so silence scvi-tools' "attempting to transfer" note
             with isolated_seed(0), _quiet(logging.getLogger("scvi.model.base._base_model")):
-                model._validate_anndata(copy)
+                transfer_registry(model, copy)
         except (KeyError, ValueError) as err:
             raise ValueError(
                 "These cells cannot be set up for this model (their AnnData must have the "
