@@ -75,6 +75,13 @@ def test_benchmark_summary_and_files(small_benchmark, tmp_path):
     row = s.set_index(["attack", "method"]).loc[("shadow", "retrain")]
     assert row["n_runs"] == 3 and row["advantage_ci_low"] <= row["advantage"]
     md = small_benchmark.to_markdown()
+    for attack in small_benchmark.attacks:
+        powered = small_benchmark.audit_has_power(attack)
+        orig = small_benchmark.table.query("attack == @attack and method == 'original'")
+        assert powered == bool(
+            orig["advantage"].iloc[0] > small_benchmark.targets[attack].interval[1]
+        )
+        assert powered or "No power" in md
     assert "**calibrated attack**" in md and "**shadow attack**" in md and "Pass: advantage" in md
     table, summary = small_benchmark.to_csv(tmp_path)
     assert pd.read_csv(table).shape[0] == 12 and pd.read_csv(summary).shape[0] == 8

@@ -66,6 +66,20 @@ class BenchmarkResult:
     latent_models: dict[str, Any] | None = field(default=None, repr=False)
     settings: dict[str, Any] = field(default_factory=dict)
 
+    def audit_has_power(self, attack: str | None = None) -> bool:
+        """Whether the original model fails the retrain target of ``attack``.
+
+        If the model that trained on the forget cells passes, the target's interval is too
+        wide for the audit to detect remembering at all, and no verdict on an unlearned model
+        means anything.
+        """
+        attack = attack or self.attacks[0]
+        t = self.table
+        orig = t[(t["attack"] == attack) & (t["method"] == "original")]
+        if orig.empty:
+            return True
+        return bool(orig["advantage"].iloc[0] > self.targets[attack].interval[1])
+
     @property
     def attacks(self) -> list[str]:
         """The audit's attacks, the primary one first."""
@@ -129,6 +143,13 @@ class BenchmarkResult:
                 f"\nPass: advantage <= {hi:.3f} (retrain 95% interval [{lo:.3f}, {hi:.3f}], "
                 f"{len(target.reports)} retrains) and held-out ELBO >= {target.elbo_floor:.1f}.\n"
             )
+            if not self.audit_has_power(attack):
+                foot += (
+                    "\n**No power:** the original model's advantage lies inside the retrain "
+                    "interval, so this audit cannot tell a model that remembers the forget set "
+                    "from one that never saw it (too few cells, or too weak an attack); its "
+                    "pass / fail says nothing about forgetting.\n"
+                )
             parts.append(head + "\n".join(lines) + "\n" + foot)
         intro = (
             f"Forget set: {self.settings.get('n_forget')} cells; means over seeds with 95% "
