@@ -33,7 +33,7 @@ from scvi_unlearn.unlearn._registry import bind_hyperparameters, get_method
 from scvi_unlearn.unlearn._task import UnlearningTask, _minimal_copy
 
 #: method used when ``unlearn()`` is called without one (see docs/unlearning.md for why)
-DEFAULT_METHOD = "ssd"
+DEFAULT_METHOD = "contrastive"
 
 _ON_DEGRADATION = ("warn", "raise")
 
