@@ -79,6 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="scvi-unlearn",
         description="Machine unlearning, membership audits and Fisher analysis for scVI models.",
     )
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="show Lightning and scvi-tools logs, warnings"
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     demo = sub.add_parser(
         "demo",
@@ -139,10 +142,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _quiet_console() -> None:
+    """Keep the command's output to its own progress and tables (the library stays verbose)."""
+    import logging
+    import warnings
+
+    for name in ("lightning.pytorch", "lightning.fabric", "pytorch_lightning", "scvi"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", category=UserWarning)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", category=FutureWarning)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``scvi-unlearn``."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    if not args.verbose:
+        _quiet_console()
     try:
         return int(args.func(args) or 0)
     except (ValueError, KeyError) as err:

@@ -58,10 +58,15 @@ def _progress(total: int, enabled: bool):
 
 
 def _unlearn_timed(model, forget, method, seed, kwargs, expect_degradation=False):
+    import inspect
     import warnings
 
+    import scvi_unlearn as su
     from scvi_unlearn.unlearn import UnlearningWarning
 
+    params = inspect.signature(su.unlearn.get_method(method)).parameters
+    if "enable_progress_bar" in params and "enable_progress_bar" not in kwargs:
+        kwargs = {**kwargs, "enable_progress_bar": False}  # one bar over runs is enough
     t0 = time.perf_counter()
     with warnings.catch_warnings():
         if expect_degradation:  # a shortened retrain is expected to lose utility
