@@ -132,3 +132,34 @@ def test_cli_benchmark_bad_arguments(capsys, tmp_path):
     assert "--label-key" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["benchmark", "--out", str(tmp_path)])  # --forget-label is required
+
+
+def test_parallel_runs_match_sequential(pbmc, trained_model, forget_names, tmp_path):
+    kw = dict(
+        methods=["ssd"],
+        seeds=1,
+        retrain_seeds=3,
+        model=trained_model,
+        budgets=(),
+        attacks=["calibrated"],
+        n_draws=2,
+        n_bootstrap=50,
+        progress=False,
+        umap=False,
+    )
+    seq = su.benchmark.run(pbmc, forget_names, n_jobs=1, **kw).table
+    par = su.benchmark.run(pbmc, forget_names, n_jobs=2, scratch_dir=str(tmp_path), **kw).table
+    cols = ["attack", "method", "seed", "auc", "heldout_elbo", "utility_ari"]
+    pd.testing.assert_frame_equal(seq[cols], par[cols])
+    assert list(tmp_path.iterdir()) == []  # the workers' scratch space is cleaned up
+
+
+def test_demo_end_to_end(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--max-epochs", "10", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "**calibrated attack**" in printed and "contrastive" in printed
+    for name in ("benchmark_table.csv", "summary.md", "roc_calibrated.png", "latent_umap.png"):
+        assert (out / name).stat().st_size > 0
+    table = pd.read_csv(out / "benchmark_table.csv")
+    assert set(table["method"]) == {"original", "retrain", "retrain_25pct", "contrastive"}
