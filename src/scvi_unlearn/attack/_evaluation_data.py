@@ -5,9 +5,9 @@ bound to its retain cells; held-out cells are never in a model's AnnData).  scvi
 :meth:`~scvi.model.base.BaseModelClass._validate_anndata` transfers the model's registry to an
 unregistered AnnData by *writing into it* (``obs["_scvi_*"]``, ``uns["_scvi_uuid"]``), and it
 remembers every AnnData it saw in a class-level store.  :func:`registered_copy` therefore
-works on a copy of the requested cells, registers that copy with the model, and removes the
-registration again on exit, so neither the user's AnnData nor the model's registry keeps a
-trace of the audit.
+works on a copy of the requested cells (through the shared
+:func:`scvi_unlearn._evaluation.evaluation_adata`), so neither the user's AnnData nor the
+model's registry keeps a trace of the audit.
 """
 
 from __future__ import annotations
@@ -18,11 +18,7 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 from anndata import AnnData
 
-from scvi_unlearn._registration import transfer_registry
-from scvi_unlearn._seeding import isolated_seed
-
-#: ``uns`` keys written by scvi-tools' registration; dropped from copies to force a transfer.
-_SCVI_UNS_KEYS = ("_scvi_uuid", "_scvi_manager_uuid")
+from scvi_unlearn._evaluation import evaluation_adata
 
 
 def as_obs_names(cells: AnnData | Sequence[str] | np.ndarray, what: str) -> np.ndarray:
@@ -40,45 +36,26 @@ def as_obs_names(cells: AnnData | Sequence[str] | np.ndarray, what: str) -> np.n
     return names
 
 
-def select_cells(adata: AnnData, names: np.ndarray, what: str) -> AnnData:
-    """A detached copy of the cells ``names`` of ``adata`` (in that order), scvi keys removed."""
-    index = adata.obs_names.get_indexer(names)
-    if (index < 0).any():
-        missing = names[index < 0]
-        raise KeyError(
-            f"{missing.size} {what} cells are not in the AnnData given, e.g. {list(missing[:5])}."
-        )
-    sub = adata[index].copy()
-    for key in _SCVI_UNS_KEYS:
-        sub.uns.pop(key, None)
-    return sub
-
-
 @contextlib.contextmanager
 def registered_copy(model, adata: AnnData, names: np.ndarray, what: str) -> Iterator[AnnData]:
-    """Yield a copy of the cells ``names`` of ``adata``, registered with ``model``'s registry.
+    """Yield a copy of the cells ``names`` of ``adata`` (in that order), registered with ``model``.
 
-    The registration is transferred from the model (as scvi-tools does for query data, see
-    :func:`scvi_unlearn._registration.transfer_registry`) and is removed from the model's
-    per-instance manager store on exit (also on exceptions).  scvi-tools' count check draws
-    from the global numpy RNG, so the registration runs under
-    :func:`~scvi_unlearn._seeding.isolated_seed`.
+    The copy gets the model's registry transferred to it, and the registration is removed again
+    on exit, also on exceptions (:func:`scvi_unlearn._evaluation.evaluation_adata`).
     """
     if getattr(model, "adata_manager", None) is None:
         raise ValueError(
             "The model has no AnnData manager to transfer its registry from; load it with an "
             "AnnData (scvi-tools' load(..., adata=...))."
         )
-    sub = select_cells(adata, names, what)
-    store = type(model)._per_instance_manager_store
-    before = set(store.get(model.id, {}))
-    try:
-        with isolated_seed(0):
-            transfer_registry(model, sub)
+    index = adata.obs_names.get_indexer(names)
+    if (index < 0).any():
+        missing = names[index < 0]
+        raise KeyError(
+            f"{missing.size} {what} cells are not in the AnnData given, e.g. {list(missing[:5])}."
+        )
+    with evaluation_adata(model, adata[index]) as sub:
         yield sub
-    finally:
-        for key in set(store.get(model.id, {})) - before:
-            store[model.id].pop(key, None)
 
 
 def training_obs_names(model) -> np.ndarray:

@@ -16,6 +16,7 @@ import torch
 from anndata import AnnData
 from sklearn.neighbors import NearestNeighbors
 
+from scvi_unlearn._evaluation import eval_mode
 from scvi_unlearn._seeding import isolated_seed
 from scvi_unlearn.attack._evaluation_data import (
     as_obs_names,
@@ -68,18 +69,13 @@ def posterior_parameters(
         adata=adata, indices=np.asarray(indices, dtype=int), batch_size=batch_size, shuffle=False
     )
     module = model.module
-    was_training = module.training
-    module.eval()
     loc, var = [], []
-    try:
-        with torch.inference_mode(), isolated_seed(seed):
-            for tensors in loader:
-                out = module.inference(**module._get_inference_input(tensors))
-                qz = out["qz"]
-                loc.append(qz.loc.double().cpu().numpy())
-                var.append(qz.scale.double().pow(2).cpu().numpy())
-    finally:
-        module.train(was_training)
+    with eval_mode(module), torch.inference_mode(), isolated_seed(seed):
+        for tensors in loader:
+            out = module.inference(**module._get_inference_input(tensors))
+            qz = out["qz"]
+            loc.append(qz.loc.double().cpu().numpy())
+            var.append(qz.scale.double().pow(2).cpu().numpy())
     return np.concatenate(loc), np.concatenate(var)
 
 

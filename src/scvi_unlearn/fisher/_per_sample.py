@@ -32,6 +32,8 @@ from torch import nn
 from torch.func import functional_call, grad, vmap
 from torch.nn import functional as F
 
+from scvi_unlearn._evaluation import eval_mode
+
 #: A per-example loss: ``loss_fn(module, inputs) -> Tensor`` of shape ``(n,)`` for inputs whose
 #: tensors all have a leading example dimension ``n``.
 PerExampleLoss = Callable[[nn.Module, Mapping[str, torch.Tensor]], torch.Tensor]
@@ -88,18 +90,6 @@ class _Bound(nn.Module):
 
     def forward(self, inputs: Mapping[str, torch.Tensor]) -> torch.Tensor:
         return self._loss_fn(self.m, inputs)
-
-
-@contextlib.contextmanager
-def _eval_mode(module: nn.Module) -> Iterator[None]:
-    """Eval mode (no dropout, BatchNorm running statistics), training flags restored after."""
-    modes = {m: m.training for m in module.modules()}
-    module.eval()
-    try:
-        yield
-    finally:
-        for m, mode in modes.items():
-            m.training = mode
 
 
 @contextlib.contextmanager
@@ -405,7 +395,7 @@ def squared_gradient_mean(
     rest: list[str] = []
     n = 0
     with (
-        _eval_mode(module),
+        eval_mode(module),
         _no_distribution_validation(),
         _vmap_compatible_one_hot(),
         torch.random.fork_rng(devices=[]),  # a module may draw (and discard) global noise

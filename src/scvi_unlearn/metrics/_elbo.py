@@ -16,6 +16,7 @@ import pandas as pd
 import torch
 from anndata import AnnData
 
+from scvi_unlearn._evaluation import eval_mode
 from scvi_unlearn._seeding import isolated_seed
 
 
@@ -61,23 +62,18 @@ def per_cell_elbo(
         adata=adata, indices=indices, batch_size=batch_size, shuffle=False
     )
     module = model.module
-    was_training = module.training
-    module.eval()
     rec, klz, kll = [], [], []
-    try:
-        with torch.inference_mode(), isolated_seed(seed):
-            for tensors in loader:
-                r = z = ll = 0.0
-                for _ in range(n_draws):
-                    _, _, losses = module(tensors, loss_kwargs={"kl_weight": 1.0})
-                    r = r + losses.reconstruction_loss["reconstruction_loss"].double()
-                    z = z + losses.kl_local["kl_divergence_z"].double()
-                    ll = ll + losses.kl_local["kl_divergence_l"].double()
-                rec.append((r / n_draws).cpu().numpy())
-                klz.append((z / n_draws).cpu().numpy())
-                kll.append((ll / n_draws).cpu().numpy())
-    finally:
-        module.train(was_training)
+    with eval_mode(module), torch.inference_mode(), isolated_seed(seed):
+        for tensors in loader:
+            r = z = ll = 0.0
+            for _ in range(n_draws):
+                _, _, losses = module(tensors, loss_kwargs={"kl_weight": 1.0})
+                r = r + losses.reconstruction_loss["reconstruction_loss"].double()
+                z = z + losses.kl_local["kl_divergence_z"].double()
+                ll = ll + losses.kl_local["kl_divergence_l"].double()
+            rec.append((r / n_draws).cpu().numpy())
+            klz.append((z / n_draws).cpu().numpy())
+            kll.append((ll / n_draws).cpu().numpy())
     out = pd.DataFrame(
         {
             "reconstruction": np.concatenate(rec),

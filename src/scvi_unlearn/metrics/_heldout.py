@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
+from scvi_unlearn._evaluation import evaluation_adata
 from scvi_unlearn.metrics._elbo import per_cell_elbo
-from scvi_unlearn.metrics._evaluation_data import evaluation_adata
 
 
 def _mean_se(values: np.ndarray) -> tuple[float, float]:

@@ -18,8 +18,9 @@ import pandas as pd
 import scipy.sparse as sp
 from anndata import AnnData
 
+from scvi_unlearn._evaluation import eval_mode, evaluation_adata
 from scvi_unlearn._seeding import isolated_seed
-from scvi_unlearn.metrics._evaluation_data import cell_labels, eval_mode, evaluation_adata
+from scvi_unlearn.metrics._evaluation_data import cell_labels
 
 Markers = Mapping[str, Sequence[str]] | Sequence[str]
 

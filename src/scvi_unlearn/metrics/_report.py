@@ -6,8 +6,9 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
+from scvi_unlearn._evaluation import evaluation_adata
 from scvi_unlearn.metrics._elbo import per_cell_elbo
-from scvi_unlearn.metrics._evaluation_data import cell_labels, evaluation_adata
+from scvi_unlearn.metrics._evaluation_data import cell_labels
 from scvi_unlearn.metrics._heldout import summarize_elbo
 from scvi_unlearn.metrics._latent import (
     Clustering,

@@ -1,0 +1,168 @@
+"""Evaluating a model on cells that are not its own, without mutating anything.
+
+scvi-tools registers an AnnData with a model in place (``obs["_scvi_*"]`` columns and
+``uns["_scvi_uuid"]``), re-registers it when it was last set up by another manager, and turns a
+view into an actual object.  The membership audit, the utility metrics and the Fisher analysis
+all evaluate models on cells that are often *not* their own (held-out cells, the forgotten
+cells under a retrain, the same cells registered with another model), so
+:func:`evaluation_adata` hands the model a private, registered copy whenever the user's object
+is not already the model's up-to-date registered AnnData, and removes that copy from the
+model's manager stores afterwards; :func:`eval_mode` runs the module without dropout and with
+BatchNorm running statistics, restoring every submodule's flag afterwards.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+
+import torch
+from anndata import AnnData
+from scvi.data._constants import _MANAGER_UUID_KEY, _SCVI_UUID_KEY
+
+from scvi_unlearn._seeding import isolated_seed
+
+
+def transfer_registry(model, sub: AnnData) -> None:
+    """Register ``sub`` with ``model`` by transferring the model's registry to it.
+
+    A retrained or unlearned model may never have seen some *label* (e.g. the forgotten cell
+    type), and scvi-tools refuses to transfer a registry to cells with an unknown category.
+    Labels do not enter scVI's likelihood (unless ``dispersion="gene-label"``), so an unknown
+    label is accepted by extending the label categories of the copy's manager only; an unknown
+    batch or categorical covariate is an error.
+    """
+    from scvi import REGISTRY_KEYS
+
+    try:
+        model._validate_anndata(sub)
+        return
+    except ValueError as err:
+        if "not found in source registry" not in str(err):
+            raise
+        original_error = err
+    manager = model.adata_manager.transfer_fields(sub, extend_categories=True)
+    for key in model.adata_manager.data_registry:
+        if key == REGISTRY_KEYS.LABELS_KEY:
+            continue
+        old = model.adata_manager.get_state_registry(key)
+        new = manager.get_state_registry(key)
+        categorical = [k for k in ("categorical_mapping", "mappings") if k in old]
+        if any(str(old[k]) != str(new.get(k)) for k in categorical):
+            raise ValueError(
+                f"The evaluated cells have a {key!r} category the model was not set up with "
+                f"({original_error})."
+            ) from original_error
+    if getattr(model.module, "dispersion", None) == "gene-label":
+        raise ValueError(
+            f"The evaluated cells have a label the model does not know and its dispersion "
+            f"depends on the label ({original_error})."
+        ) from original_error
+    model._register_manager_for_instance(manager)
+
+
+def _is_registered_as_is(model, adata: AnnData) -> bool:
+    """Whether ``model`` can use ``adata`` without registering, transferring or copying it."""
+    if adata.is_view or _SCVI_UUID_KEY not in adata.uns:
+        return False
+    store = type(model)._per_instance_manager_store.get(model.id, {})
+    manager = store.get(adata.uns[_SCVI_UUID_KEY])
+    return (
+        manager is not None
+        and manager.adata is adata
+        and adata.uns.get(_MANAGER_UUID_KEY) == manager.id
+    )
+
+
+@contextlib.contextmanager
+def _quiet(logger: logging.Logger) -> Iterator[None]:
+    """Raise ``logger``'s level to WARNING for a block, restoring it afterwards."""
+    level = logger.level
+    logger.setLevel(max(level, logging.WARNING))
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+@contextlib.contextmanager
+def evaluation_adata(model, adata: AnnData | None) -> Iterator[AnnData]:
+    """Yield an AnnData registered with ``model`` holding the cells of ``adata``, unmutated.
+
+    Parameters
+    ----------
+    model
+        A scvi-tools model (:class:`scvi_unlearn.SCVI` or :class:`scvi.model.SCVI`).
+    adata
+        Cells to evaluate; ``None`` means the model's own AnnData.
+
+    Yields
+    ------
+    ``adata`` itself when it is already the model's up-to-date registered AnnData (so nothing
+    would change it); otherwise a copy registered with the model through
+    :func:`transfer_registry` (setup transferred from the model's
+    registry; a label the model never saw is accepted).  The copy's
+    manager is removed from the model's store on exit, and a model loaded without AnnData gets
+    its ``adata`` / ``adata_manager`` back.
+    """
+    target = model.adata if adata is None else adata
+    if target is None:
+        raise ValueError(
+            "The model holds no AnnData (loaded without one): pass the cells to evaluate as "
+            "`adata`."
+        )
+    if not isinstance(target, AnnData):
+        raise TypeError(f"adata must be an AnnData, got {type(target).__name__}.")
+    if _is_registered_as_is(model, target):
+        yield target
+        return
+
+    copy = target.copy()
+    # a fresh identity: the copy must never be taken for the user's object by scvi-tools
+    copy.uns.pop(_SCVI_UUID_KEY, None)
+    copy.uns.pop(_MANAGER_UUID_KEY, None)
+    cls = type(model)
+    old_adata, old_manager = model._adata, model._adata_manager
+    had_instance_store = model.id in cls._per_instance_manager_store
+    try:
+        try:
+            # scvi-tools' count check samples entries with the global numpy RNG: isolate it;
+            # the transfer is deliberate, so silence scvi-tools' "attempting to transfer" note
+            with isolated_seed(0), _quiet(logging.getLogger("scvi.model.base._base_model")):
+                transfer_registry(model, copy)
+        except (KeyError, ValueError) as err:
+            raise ValueError(
+                "These cells cannot be set up for this model (their AnnData must have the "
+                "genes, layer and categorical covariates the model was set up with): "
+                f"{err}"
+            ) from err
+        yield copy
+    finally:
+        uuid = copy.uns.get(_SCVI_UUID_KEY)
+        store = cls._per_instance_manager_store.get(model.id)
+        if store is not None and uuid is not None:
+            store.pop(uuid, None)
+            if not store and not had_instance_store:
+                del cls._per_instance_manager_store[model.id]
+        if model._adata is not old_adata or model._adata_manager is not old_manager:
+            # a model loaded without AnnData adopts the evaluated one: undo that
+            model._adata, model._adata_manager = old_adata, old_manager
+            if uuid is not None:
+                cls._setup_adata_manager_store.pop(uuid, None)
+
+
+@contextlib.contextmanager
+def eval_mode(module: torch.nn.Module) -> Iterator[None]:
+    """Put ``module`` in eval mode (no dropout, BatchNorm running statistics) for a block.
+
+    The previous train/eval flags of every submodule are restored afterwards, so a model that
+    was in training mode is left exactly as it was.
+    """
+    flags = [(m, m.training) for m in module.modules()]
+    module.eval()
+    try:
+        yield
+    finally:
+        for m, flag in flags:
+            m.training = flag
