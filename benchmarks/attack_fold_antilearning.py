@@ -3,7 +3,8 @@
 Members (30 training members) and label-matched held-out non-members are audited under
 models that never saw the members (trained 300 epochs on 30 other training members, seeds
 1 and 2), so the true AUC is 0.5.  Prints the out-of-fold MLP AUC (95% CI) with scikit-learn's
-stratified folds and with the audit's matched-pair folds (``paired_folds``).
+stratified folds and with matched-pair folds (``paired_folds``; the default is now label-blind
+grouped folds, see ``benchmarks/attack_null_checks.py``).
 
     /work/venv/bin/python benchmarks/attack_fold_antilearning.py
 """
