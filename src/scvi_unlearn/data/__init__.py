@@ -7,6 +7,7 @@ from scvi_unlearn.data._membership import HOLDOUT, SPLIT_KEY, TRAIN, membership_
 from scvi_unlearn.data._pbmc33k import pbmc33k
 from scvi_unlearn.data._pbmc68k import pbmc68k
 from scvi_unlearn.data._preprocess import check_counts, preprocess_counts
+from scvi_unlearn.data._simulate import simulate
 from scvi_unlearn.data._tabula_muris import tabula_muris
 
 __all__ = [
@@ -17,6 +18,7 @@ __all__ = [
     "fetch",
     "pbmc33k",
     "preprocess_counts",
+    "simulate",
     "tabula_muris",
     "HOLDOUT",
     "SPLIT_KEY",
