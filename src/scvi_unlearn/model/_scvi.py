@@ -23,6 +23,15 @@ _BaseSCVI = scvi.model.SCVI
 _UNRECORDABLE = ("datamodule",)
 
 
+class _NoTrainingRecordError(ValueError, AttributeError):
+    """:attr:`SCVI.trained_obs_names` of a model without a record of its training cells.
+
+    A :class:`ValueError` for callers; also an :class:`AttributeError` so that attribute scans
+    (``inspect.getmembers`` in scvi-tools' ``save``) skip the property instead of failing on an
+    untrained model, a datamodule-trained model or one loaded from a plain scvi-tools checkpoint.
+    """
+
+
 class SCVI(UnlearningMixin, MembershipAttackMixin, FisherMixin, _BaseSCVI):
     """scVI :cite:p:`Lopez18` with machine unlearning, membership audits and Fisher analysis.
 
@@ -90,11 +99,17 @@ use_observed_lib_size, latent_distribution, **kwargs
         :attr:`validation_obs_names_` hold the ``obs_names`` of the cells of each split.  These
         attributes are saved with the model and make an exact retrain without a set of cells
         possible (``model.unlearn(..., method="retrain")``).
+
+        With ``datamodule=`` (a model built without AnnData, e.g. ``SCVI()`` or
+        ``SCVI(adata=None, registry=...)``), training is exactly scvi-tools'; the recipe is
+        recorded with the datamodule as a placeholder (it cannot be replayed), and no cells are
+        recorded (``train_obs_names_`` is ``None``): the cells a datamodule serves have no
+        ``obs_names`` in this model's AnnData, so such a model cannot be unlearned.
         """
         recipe = self._bind_train_arguments(args, kwargs)
         result = super().train(*args, **kwargs)
         self.train_recipe_ = recipe
-        self._record_split_cells()
+        self._record_split_cells(custom_datamodule=recipe.get("datamodule") is not None)
         return result
 
     def _bind_train_arguments(self, args: tuple, kwargs: dict) -> dict[str, Any]:
@@ -112,18 +127,24 @@ use_observed_lib_size, latent_distribution, **kwargs
                 recipe[name] = None if value is None else f"<{type(value).__name__}>"
             else:
                 recipe[name] = copy.deepcopy(value)
-        if recipe.get("max_epochs") is None and bound.arguments.get("datamodule") is None:
+        if recipe.get("max_epochs") is None:
             # record what scvi-tools will resolve it to, so that replays know the epoch count
             from scvi.model._utils import get_max_epochs_heuristic
 
-            recipe["max_epochs"] = get_max_epochs_heuristic(self.adata.n_obs)
-            recipe["max_epochs_from_heuristic"] = True
+            datamodule = bound.arguments.get("datamodule")
+            n_obs = self.adata.n_obs if datamodule is None else getattr(datamodule, "n_obs", None)
+            if n_obs is not None:  # else scvi-tools raises: max_epochs is required
+                recipe["max_epochs"] = get_max_epochs_heuristic(n_obs)
+                recipe["max_epochs_from_heuristic"] = True
         recipe["seed"] = scvi.settings.seed
         recipe["scvi_tools_version"] = scvi.__version__
         return recipe
 
-    def _record_split_cells(self) -> None:
-        if self.adata is None:  # custom datamodule: no AnnData to name cells by
+    def _record_split_cells(self, custom_datamodule: bool = False) -> None:
+        # A model built with neither AnnData nor registry (``SCVI()``) has no ``_adata`` at all
+        # in scvi-tools, so ``self.adata`` would raise AttributeError: look it up softly.
+        # The indices a custom datamodule reports (if any) index its own data, not self.adata.
+        if custom_datamodule or getattr(self, "_adata", None) is None:
             self.train_obs_names_ = None
             self.validation_obs_names_ = None
             return
@@ -145,9 +166,10 @@ use_observed_lib_size, latent_distribution, **kwargs
         model's recorded state, so unlearning treats them as seen.
         """
         if self.train_obs_names_ is None:
-            raise ValueError(
-                "This model has no record of the cells it was trained on: train it with "
-                "scvi_unlearn.SCVI.train (a model trained or saved by plain scvi.model.SCVI "
-                "does not record them)."
+            raise _NoTrainingRecordError(
+                "This model has no record of the cells it was trained on: train it on an "
+                "AnnData with scvi_unlearn.SCVI.train (a model trained with "
+                "train(datamodule=...), or trained or saved by plain scvi.model.SCVI, does not "
+                "record them)."
             )
         return np.concatenate([self.train_obs_names_, self.validation_obs_names_]).astype(str)

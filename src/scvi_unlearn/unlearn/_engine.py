@@ -128,6 +128,19 @@ def _retain_split(model, adata_retain: AnnData) -> tuple[np.ndarray, np.ndarray]
     return np.flatnonzero(~is_val), np.flatnonzero(is_val)
 
 
+def _check_not_datamodule_trained(model) -> None:
+    recipe = getattr(model, "train_recipe_", None) or {}
+    if recipe.get("datamodule") is not None and getattr(model, "train_obs_names_", None) is None:
+        raise ValueError(
+            "This model was trained with train(datamodule=...): the cells a custom datamodule "
+            "serves are not recorded (they have no obs_names in a model AnnData), so the forget "
+            "cells cannot be identified and there are no retain cells to unlearn with. "
+            "Unlearning needs a model trained on an AnnData with scvi_unlearn.SCVI.train "
+            "(SCVI.setup_anndata(adata, ...); SCVI(adata).train(...)), which records its "
+            "training cells by obs_names."
+        )
+
+
 def _resolve_seed(model, seed: int | None) -> int:
     if seed is not None:
         if isinstance(seed, bool) or not isinstance(seed, int | np.integer):
@@ -161,6 +174,7 @@ def run_unlearning(
         raise ValueError(f"retain_tolerance must be >= 0, got {retain_tolerance!r}.")
     if not getattr(model, "is_trained_", False):
         raise ValueError("The model is not trained: there is nothing to unlearn.")
+    _check_not_datamodule_trained(model)
     seed = _resolve_seed(model, seed)
     forget = _as_obs_names(adata_forget)
     forget, retain_positions, forget_positions = _resolve_cells(model, forget, ignore_untrained)
