@@ -11,6 +11,7 @@ import random
 
 import matplotlib
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -319,7 +320,7 @@ def test_retrain_target_convenience_needs_unlearn():
         pass
 
     class BrokenRetrain:
-        def unlearn(self, forget, method, seed):
+        def unlearn(self, forget, method, seed, **method_kwargs):
             raise KeyError(f"unknown unlearning method {method!r}")
 
     with pytest.raises(NotImplementedError, match="no unlearn"):
@@ -421,3 +422,65 @@ def test_shadow_attack_is_at_chance_on_the_null_and_detects_memorised_cells(
         original.membership_attack(
             cells["members"], cells["nonmembers"], adata=su.data.pbmc68k(), attack="shadow"
         )
+
+
+# -- per-cell retrain equivalence ------------------------------------------------------------
+def test_equivalence_separates_the_original_from_a_held_out_retrain(
+    pbmc, cells, original, retrains
+):
+    """Three retrains as references: the original fits its memorised cells far better than
+    they do (remembers); the fourth retrain is not declared different."""
+    before = pbmc.obs.copy()
+    params = _params(original)
+    refs = retrains[:3]
+    rep = su.attack.equivalence_test(original, refs, cells["members"], adata=pbmc)
+    null = su.attack.equivalence_test(retrains[3], refs, cells["members"], adata=pbmc)
+    assert rep.decision == "remembers" and rep.direction == "remembers" and not rep.passed
+    assert rep.statistic > 2 and rep.p_value < 0.05
+    assert null.decision in ("equivalent", "no power") and null.statistic < rep.statistic
+    # the membership contrast: forget cells vs unseen cells of their types under the same model
+    assert rep.membership_test.statistic > null.membership_test.statistic
+    pc = rep.per_cell
+    assert (pc["group"] == "forget").sum() == cells["members"].size
+    assert set(pc["group"]) <= {"forget", "same_type", "other_types"}
+    assert {"z", "reference_mean", "reference_sd"} <= set(pc.columns)
+    assert (pc["reference_sd"] > 0).all()
+    assert list(rep.aggregates.index) == ["forget", "same_type", "other_types"]
+    assert len(rep.null_z["forget"]) == 3  # leave-one-out nulls of the three references
+    row = rep.to_frame()
+    assert row.loc[0, "eq_decision"] == "remembers" and row.loc[0, "eq_n_references"] == 3
+    assert "verdict" in repr(rep) and "FAIL: remembers" in rep.verdict()
+    assert rep.plot().get_ylabel().startswith("per-cell z")
+    again = su.attack.equivalence_test(original, refs, cells["members"], adata=pbmc)
+    assert again.statistic == rep.statistic  # seeded draws: reproducible
+    pd.testing.assert_frame_equal(pbmc.obs, before)
+    assert all(torch.equal(params[k], v) for k, v in _params(original).items())
+
+
+def test_equivalence_bad_input(pbmc, cells, original, retrains):
+    members = cells["members"]
+    with pytest.raises(ValueError, match="at least 3 reference"):
+        su.attack.equivalence_test(original, retrains[:2], members, adata=pbmc)
+    with pytest.raises(ValueError, match="distinct"):
+        su.attack.equivalence_test(retrains[0], retrains[:3], members, adata=pbmc)
+    with pytest.raises(ValueError, match="training set"):
+        su.attack.equivalence_test(retrains[3], [original, *retrains[:2]], members, adata=pbmc)
+    with pytest.raises(ValueError, match="statistic"):
+        su.attack.equivalence_test(original, retrains[:3], members, adata=pbmc, statistic="z")
+    with pytest.raises(ValueError, match="margin"):
+        su.attack.equivalence_test(original, retrains[:3], members, adata=pbmc, margin=0)
+
+
+def test_retrain_target_equivalence_reuses_reference_scores(pbmc, cells, original, retrains):
+    target = retrain_target(
+        retrains[:3], cells["members"], cells["nonmembers"], adata=pbmc, attack="threshold"
+    )
+    rep = target.equivalence(original)
+    n_tables = len(target.score_cache._tables)
+    null = target.equivalence(retrains[3])
+    # only the new candidate's (non-empty) cell groups were scored; the references' were reused
+    groups = sum(n > 0 for n in rep.protocol["n_cells"].values())
+    assert n_tables == 4 * groups
+    assert len(target.score_cache._tables) == n_tables + groups
+    assert rep.decision == "remembers" and null.statistic < rep.statistic
+    assert rep.protocol["n_references"] == 3

@@ -8,12 +8,24 @@ audits.  Protocol and rationale: ``docs/audit.md``.
 from scvi_unlearn.attack._audit import ATTACKS, run_membership_attack
 from scvi_unlearn.attack._calibrated import calibrated_scores
 from scvi_unlearn.attack._drift import drift_attack
+from scvi_unlearn.attack._equivalence import (
+    DEFAULT_MARGIN,
+    STATISTICS,
+    ScoreCache,
+    equivalence_test,
+)
+from scvi_unlearn.attack._equivalence_report import EquivalenceReport
 from scvi_unlearn.attack._features import (
     SUMMARY_FEATURES,
     attack_features,
     feature_columns,
     knn_distance,
     posterior_parameters,
+)
+from scvi_unlearn.attack._forget_quality import (
+    ForgetQuality,
+    forget_quality,
+    forget_quality_of_models,
 )
 from scvi_unlearn.attack._metrics import (
     DEFAULT_FPRS,
@@ -35,11 +47,15 @@ from scvi_unlearn.attack._mlp import (
     mlp_attack,
     paired_folds,
 )
-from scvi_unlearn.attack._report import PROTOCOLS, AttackReport
+from scvi_unlearn.attack._references import (
+    load_references,
+    save_references,
+    train_references,
+)
+from scvi_unlearn.attack._report import PROTOCOLS, AttackReport, Judge, TargetCheck
 from scvi_unlearn.attack._shadow import shadow_attack, shadow_cells
 from scvi_unlearn.attack._target import (
     RetrainTarget,
-    TargetCheck,
     build_retrain_target,
     retrain_target,
 )
@@ -48,12 +64,18 @@ from scvi_unlearn.attack._threshold import THRESHOLD_SCORES, threshold_scores
 __all__ = [
     "ATTACKS",
     "DEFAULT_FPRS",
+    "DEFAULT_MARGIN",
     "PROTOCOLS",
     "SUMMARY_FEATURES",
     "THRESHOLD_SCORES",
     "AttackReport",
     "CrossFitScores",
+    "EquivalenceReport",
+    "ForgetQuality",
+    "Judge",
     "RetrainTarget",
+    "STATISTICS",
+    "ScoreCache",
     "SpectralMLPAttacker",
     "TargetCheck",
     "advantage",
@@ -66,11 +88,15 @@ __all__ = [
     "ci_from_replicates",
     "cross_fit",
     "drift_attack",
+    "equivalence_test",
     "feature_columns",
+    "forget_quality",
+    "forget_quality_of_models",
     "shadow_attack",
     "shadow_cells",
     "grouped_folds",
     "knn_distance",
+    "load_references",
     "mlp_attack",
     "paired_folds",
     "posterior_parameters",
@@ -78,7 +104,9 @@ __all__ = [
     "roc_auc",
     "roc_curve",
     "run_membership_attack",
+    "save_references",
     "threshold_scores",
     "tpr_at_fpr",
+    "train_references",
     "yeom_advantage",
 ]

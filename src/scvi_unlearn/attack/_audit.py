@@ -8,7 +8,7 @@ for the protocol and how it avoids the seed study's bugs (DESIGN sections 7 and 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -18,19 +18,16 @@ from scvi_unlearn.attack._calibrated import CALIBRATION_SCORES, calibrated_score
 from scvi_unlearn.attack._drift import drift_attack
 from scvi_unlearn.attack._evaluation_data import (
     as_obs_names,
+    check_never_trained_on,
     registered_copy,
-    training_obs_names,
 )
 from scvi_unlearn.attack._features import attack_features, feature_columns
 from scvi_unlearn.attack._metrics import DEFAULT_FPRS
 from scvi_unlearn.attack._mlp import mlp_attack
-from scvi_unlearn.attack._report import AttackReport
+from scvi_unlearn.attack._report import AttackReport, Judge
 from scvi_unlearn.attack._shadow import shadow_attack, shadow_cells
 from scvi_unlearn.attack._threshold import threshold_scores
 from scvi_unlearn.metrics import per_cell_elbo
-
-if TYPE_CHECKING:
-    from scvi_unlearn.attack._target import RetrainTarget
 
 ATTACKS = ("mlp", "shadow", "threshold", "calibrated", "drift")
 
@@ -98,20 +95,6 @@ def features_of(model, sources: list[tuple[AnnData, np.ndarray]], **kwargs) -> p
     return pd.concat([attack_features(model, src, names, **kwargs) for src, names in sources])
 
 
-def check_never_trained_on(model, names: np.ndarray, what: str, role: str) -> None:
-    """Raise if ``model`` trained on any of ``names`` (skipped if it records nothing)."""
-    try:
-        trained = training_obs_names(model)
-    except ValueError:
-        return
-    seen = np.intersect1d(trained, names)
-    if seen.size:
-        raise ValueError(
-            f"{seen.size} {what} are in the training set of the {role}, e.g. "
-            f"{list(seen[:5])}: {what} must be cells it never trained on."
-        )
-
-
 def heldout_elbo(
     model, adata: AnnData, names: np.ndarray, n_draws: int = 8, seed: int = 0
 ) -> float:
@@ -143,7 +126,7 @@ def run_membership_attack(
     variance: str = "global",
     cross_fit: bool = True,
     attacker_kwargs: dict | None = None,
-    target: RetrainTarget | None = None,
+    target: Judge | None = None,
     batch_size: int = 256,
     n_shadow: int = 200,
 ) -> AttackReport:
@@ -265,6 +248,6 @@ def run_membership_attack(
         fold=None if fold is None else pd.Series(fold, index=cells, name="fold"),
     )
     if target is not None:
-        target._check_protocol(report)  # fail early, before the held-out ELBO is measured
+        target.check_protocol(report)  # fail early, before the held-out ELBO is measured
         target.attach(model, report, adata)
     return report

@@ -78,3 +78,36 @@ def training_obs_names(model) -> np.ndarray:
             "scvi_unlearn.SCVI.train."
         )
     return np.asarray(model.adata.obs_names, dtype=str)[np.concatenate(idx)]
+
+
+def heldout_names(adata: AnnData | None, heldout, exclude: np.ndarray) -> np.ndarray:
+    """``obs_names`` of held-out cells: ``heldout`` if given, else ``obs["membership"]``.
+
+    The cells of ``adata`` with ``obs["membership"] == "heldout"``
+    (:func:`scvi_unlearn.data.membership_split`) minus ``exclude``.
+    """
+    from scvi_unlearn.data import HOLDOUT, SPLIT_KEY
+
+    if heldout is not None:
+        return as_obs_names(heldout, "heldout")
+    if adata is None or SPLIT_KEY not in adata.obs:
+        raise ValueError(
+            "The utility rule needs held-out cells: pass heldout= (obs_names) or adata= with "
+            "obs['membership'] (scvi_unlearn.data.membership_split)."
+        )
+    names = np.asarray(adata.obs_names[(adata.obs[SPLIT_KEY].astype(str) == HOLDOUT)], dtype=str)
+    return np.setdiff1d(names, exclude)
+
+
+def check_never_trained_on(model, names: np.ndarray, what: str, role: str) -> None:
+    """Raise if ``model`` trained on any of ``names`` (skipped if it records nothing)."""
+    try:
+        trained = training_obs_names(model)
+    except ValueError:
+        return
+    seen = np.intersect1d(trained, names)
+    if seen.size:
+        raise ValueError(
+            f"{seen.size} {what} are in the training set of the {role}, e.g. "
+            f"{list(seen[:5])}: {what} must be cells it never trained on."
+        )

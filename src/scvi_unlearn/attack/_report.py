@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
@@ -17,9 +17,6 @@ from scvi_unlearn.attack._metrics import (
     tpr_key,
 )
 
-if TYPE_CHECKING:
-    from scvi_unlearn.attack._target import RetrainTarget
-
 #: one-line description of each attack protocol (shown in reports and tables).
 PROTOCOLS = {
     "mlp": "fresh spectral-norm MLP per model, label-blind grouped k-fold, out-of-fold scores",
@@ -28,6 +25,33 @@ PROTOCOLS = {
     "calibrated": "per-cell score minus its mean under reference models that never saw it",
     "drift": "COMPARISON ONLY: attacker fitted on the baseline model, applied unchanged",
 }
+
+
+@dataclass
+class TargetCheck:
+    """Outcome of a target's ``check``: ``passed`` and a one-line ``reason``."""
+
+    passed: bool
+    advantage_ok: bool
+    utility_ok: bool | None
+    reason: str
+
+
+class Judge(Protocol):
+    """What an audit needs of a target (:class:`~scvi_unlearn.attack.RetrainTarget` is one).
+
+    Defined here, below the target, so that the report and the audit never import it: the
+    attack package's modules import one way (evaluation data, features, attackers, report,
+    audit, equivalence, target).
+    """
+
+    models: list
+
+    def check(self, report: AttackReport) -> TargetCheck: ...
+
+    def check_protocol(self, report: AttackReport) -> None: ...
+
+    def attach(self, model, report: AttackReport, adata) -> None: ...
 
 
 @dataclass
@@ -72,7 +96,7 @@ class AttackReport:
     level: float = 0.95
     features: pd.DataFrame | None = field(default=None, repr=False)
     fold: pd.Series | None = field(default=None, repr=False)
-    target: RetrainTarget | None = field(default=None, repr=False)
+    target: Judge | None = field(default=None, repr=False)
     heldout_elbo: float | None = None
     bootstrap: dict[str, np.ndarray] | None = field(default=None, repr=False)
 
@@ -163,7 +187,7 @@ class AttackReport:
         return self.ci["auc"][1] < 0.5
 
     # -- judging ---------------------------------------------------------------------------
-    def verdict(self, target: RetrainTarget | None = None) -> str:
+    def verdict(self, target: Judge | None = None) -> str:
         """A one-line verdict: against ``target`` (or the report's own) if any, else vs chance."""
         target = target if target is not None else self.target
         lo, hi = self.ci["auc"]

@@ -19,12 +19,14 @@ from anndata import AnnData
 
 from scvi_unlearn.attack._audit import (
     CellsLike,
-    check_never_trained_on,
     heldout_elbo,
     resolve_cells,
     run_membership_attack,
 )
-from scvi_unlearn.attack._report import AttackReport
+from scvi_unlearn.attack._equivalence import DEFAULT_MARGIN, ScoreCache, equivalence_test
+from scvi_unlearn.attack._equivalence_report import EquivalenceReport
+from scvi_unlearn.attack._evaluation_data import check_never_trained_on, heldout_names
+from scvi_unlearn.attack._report import AttackReport, TargetCheck
 
 #: protocol entries that must agree between the target and a candidate's report.
 _PROTOCOL_KEYS = (
@@ -40,16 +42,6 @@ _PROTOCOL_KEYS = (
     "variance",
     "cross_fit",
 )
-
-
-@dataclass
-class TargetCheck:
-    """Outcome of :meth:`RetrainTarget.check`: ``passed`` and a one-line ``reason``."""
-
-    passed: bool
-    advantage_ok: bool
-    utility_ok: bool | None
-    reason: str
 
 
 @dataclass
@@ -89,6 +81,7 @@ class RetrainTarget:
     adata: AnnData | None = field(repr=False, default=None)
     models: list[Any] = field(repr=False, default_factory=list)
     protocol: dict[str, Any] = field(repr=False, default_factory=dict)
+    score_cache: ScoreCache | None = field(repr=False, default=None)
 
     @property
     def advantages(self) -> np.ndarray:
@@ -110,7 +103,7 @@ class RetrainTarget:
         worse than the retrains' mean by more than ``elbo_tolerance`` of its magnitude).  A
         report without a held-out ELBO fails ("utility not measured").
         """
-        self._check_protocol(report)
+        self.check_protocol(report)
         elbo = heldout_elbo if heldout_elbo is not None else report.heldout_elbo
         lo, hi = self.interval
         adv = report.advantage
@@ -128,7 +121,7 @@ class RetrainTarget:
         )
         return TargetCheck(adv_ok and ut_ok, adv_ok, ut_ok, f"{adv_txt}; {ut_txt}")
 
-    def _check_protocol(self, report: AttackReport) -> None:
+    def check_protocol(self, report: AttackReport) -> None:
         diff = [
             k for k in _PROTOCOL_KEYS if report.protocol.get(k) != self.reports[0].protocol.get(k)
         ]
@@ -166,6 +159,50 @@ class RetrainTarget:
             **kwargs,
         )
 
+    def equivalence(
+        self,
+        model,
+        adata: AnnData | None = None,
+        *,
+        null_models: Sequence[Any] = (),
+        margin: float = DEFAULT_MARGIN,
+        alpha: float = 0.05,
+        statistic: str = "elbo",
+        max_heldout: int | None = 500,
+    ) -> EquivalenceReport:
+        """Per-cell retrain-equivalence test of ``model`` against this target's retrains.
+
+        The target's retrains are the references, its members the forget cells, its held-out
+        cells (split by the forget cells' types) the non-members; draws and seed are the
+        audit's.  The references' per-cell scores are computed once and reused for every
+        candidate.  See :func:`scvi_unlearn.attack.equivalence_test` for the statistics and
+        ``null_models`` (extra retrains that sharpen the null).
+        """
+        source = adata if adata is not None else self.adata
+        if source is None:
+            raise ValueError("Pass adata= (the dataset holding the forget and held-out cells).")
+        n_draws, seed = self.protocol.get("n_draws", 8), self.protocol["seed"]
+        cache = self.score_cache
+        if cache is None or cache.adata is not source:
+            cache = self.score_cache = ScoreCache(source, n_draws, seed)
+        return equivalence_test(
+            model,
+            self.models,
+            self.protocol["members"],
+            adata=source,
+            heldout=self.heldout,
+            null_models=null_models,
+            label_key=self.protocol.get("label_key", "cell_type"),
+            statistic=statistic,
+            margin=margin,
+            alpha=alpha,
+            elbo_tolerance=self.elbo_tolerance,
+            n_draws=n_draws,
+            seed=seed,
+            max_heldout=max_heldout,
+            cache=cache,
+        )
+
     def to_frame(self):
         """One row per retrained model: its audit metrics and held-out ELBO."""
         import pandas as pd
@@ -188,21 +225,6 @@ class RetrainTarget:
             f"  rule            pass iff advantage <= {hi:.3f} and held-out ELBO >= "
             f"{self.elbo_floor:.1f}"
         )
-
-
-def _heldout_names(adata: AnnData | None, heldout, exclude: np.ndarray) -> np.ndarray:
-    from scvi_unlearn.attack._evaluation_data import as_obs_names
-    from scvi_unlearn.data import HOLDOUT, SPLIT_KEY
-
-    if heldout is not None:
-        return as_obs_names(heldout, "heldout")
-    if adata is None or SPLIT_KEY not in adata.obs:
-        raise ValueError(
-            "The utility rule needs held-out cells: pass heldout= (obs_names) or adata= with "
-            "obs['membership'] (scvi_unlearn.data.membership_split)."
-        )
-    names = np.asarray(adata.obs_names[(adata.obs[SPLIT_KEY].astype(str) == HOLDOUT)], dtype=str)
-    return np.setdiff1d(names, exclude)
 
 
 def retrain_target(
@@ -273,7 +295,7 @@ def retrain_target(
     # the cells are fixed now: pass them as AnnData-free names with the source AnnData
     if adata is None:
         raise ValueError("Pass adata= (the dataset holding members, non-members, held-out).")
-    heldout_names = _heldout_names(adata, heldout, member_names)
+    heldout_cells = heldout_names(adata, heldout, member_names)
     user_refs = attack_kwargs.pop("reference_models", None)
     reports = []
     for i, m in enumerate(models):
@@ -299,7 +321,7 @@ def retrain_target(
     lo, hi = np.quantile(pooled, [alpha, 1.0 - alpha])
     points = np.array([r.advantage for r in reports])
     interval = (float(min(lo, points.min())), float(max(hi, points.max())))
-    elbos = np.array([heldout_elbo(m, adata, heldout_names, n_draws, seed) for m in models])
+    elbos = np.array([heldout_elbo(m, adata, heldout_cells, n_draws, seed) for m in models])
     protocol = dict(
         attack=attack,
         seed=seed,
@@ -308,6 +330,7 @@ def retrain_target(
         members=member_names,
         nonmembers=nonmember_names,
         reference_models=user_refs,
+        label_key=label_key,
         **attack_kwargs,
     )
     target = RetrainTarget(
@@ -316,7 +339,7 @@ def retrain_target(
         level=level,
         heldout_elbos=elbos,
         elbo_tolerance=float(elbo_tolerance),
-        heldout=heldout_names,
+        heldout=heldout_cells,
         adata=adata,
         models=models,
         protocol=protocol,
@@ -332,16 +355,23 @@ def build_retrain_target(
     forget: CellsLike,
     nonmembers: CellsLike | None = None,
     *,
-    seeds: Sequence[int] = (0, 1, 2),
+    seeds: Sequence[int] = (0, 1, 2, 3, 4),
     adata: AnnData | None = None,
+    folder: str | None = None,
+    n_jobs: int = 1,
     **kwargs,
 ) -> RetrainTarget:
     """Retrain ``model`` without ``forget`` once per seed and return :func:`retrain_target`.
 
-    The retrains come from ``model.unlearn(forget, method="retrain", seed=s)`` (same init
-    arguments and training recipe as ``model``, retain cells only).  ``kwargs`` go to
-    :func:`retrain_target`.
+    The retrains come from :func:`scvi_unlearn.attack.train_references`
+    (``model.unlearn(forget, method="retrain", seed=s)``: same init arguments and training
+    recipe as ``model``, retain cells only), trained in ``n_jobs`` parallel workers and cached
+    in ``folder`` if given (a later call reuses them).  Five seeds by default: the number of
+    references the per-cell equivalence test was calibrated with (``docs/equivalence.md``).
+    ``kwargs`` go to :func:`retrain_target`.
     """
+    from scvi_unlearn.attack._references import train_references
+
     if len(seeds) < 3:
         raise ValueError(f"Give at least 3 seeds, got {list(seeds)}.")
     if not callable(getattr(model, "unlearn", None)):
@@ -350,13 +380,11 @@ def build_retrain_target(
             "models itself: retrain without the forget cells with >= 3 seeds and pass the "
             "models to scvi_unlearn.attack.retrain_target."
         )
-    models = []
-    for s in seeds:
-        try:
-            models.append(model.unlearn(forget, method="retrain", seed=s))
-        except (KeyError, NotImplementedError) as err:
-            raise NotImplementedError(
-                "model.unlearn(..., method='retrain') is not available "
-                f"({err}); build the retrained models yourself and use retrain_target."
-            ) from err
+    try:
+        models = train_references(model, forget, seeds, folder=folder, n_jobs=n_jobs)
+    except (KeyError, NotImplementedError) as err:
+        raise NotImplementedError(
+            "model.unlearn(..., method='retrain') is not available "
+            f"({err}); build the retrained models yourself and use retrain_target."
+        ) from err
     return retrain_target(models, forget, nonmembers, adata=adata, **kwargs)

@@ -16,6 +16,7 @@ from scvi_unlearn.unlearn._finetune import RetainTrainingPlan, finetune
 from scvi_unlearn.unlearn._fisher import PreconditionedSGD, fisher
 from scvi_unlearn.unlearn._gradient_ascent import NegGradPlusPlan, gradient_ascent
 from scvi_unlearn.unlearn._guard import RETAIN_TOLERANCE, UnlearningError, UnlearningWarning
+from scvi_unlearn.unlearn._parallel import UnlearningJob, run_jobs
 from scvi_unlearn.unlearn._plan import NonFiniteLossError, UnlearningTrainingPlan
 from scvi_unlearn.unlearn._record import forget_digest, verify_forget_digest
 from scvi_unlearn.unlearn._registry import METHODS, get_method, register
@@ -36,6 +37,7 @@ __all__ = [
     "RetainTrainingPlan",
     "ScrubPlan",
     "UnlearningError",
+    "UnlearningJob",
     "UnlearningTask",
     "UnlearningTrainingPlan",
     "UnlearningWarning",
@@ -46,6 +48,7 @@ __all__ = [
     "get_method",
     "gradient_ascent",
     "register",
+    "run_jobs",
     "retrain",
     "scrub",
     "ssd",
