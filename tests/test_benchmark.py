@@ -25,7 +25,7 @@ def small_benchmark(pbmc, trained_model, forget_names):
         forget_names,
         methods=["finetune"],
         seeds=1,
-        retrain_seeds=3,
+        retrain_seeds=4,
         model=trained_model,
         budgets=(0.5,),
         n_draws=2,
@@ -41,6 +41,7 @@ def test_benchmark_table(small_benchmark, trained_model):
     for attack in ("calibrated", "shadow"):
         assert list(t.loc[t["attack"] == attack, "method"]) == [
             "original",
+            "retrain",
             "retrain",
             "retrain",
             "retrain",
@@ -68,12 +69,34 @@ def test_benchmark_table(small_benchmark, trained_model):
     assert trained_model.train_obs_names_ is not None
 
 
+def test_benchmark_rows_carry_the_equivalence_verdict(small_benchmark):
+    t = small_benchmark.table
+    for col in ("eq_decision", "eq_mean_z", "eq_p_value", "eq_membership_contrast"):
+        assert t[col].notna().all(), col
+    assert set(t["eq_decision"]) <= {"equivalent", "remembers", "over-forgets", "no power"}
+    # a model passes only if it passes the membership audit and the equivalence test
+    assert (t["passed"] == (t["membership_passed"] & t["eq_passed"].astype(bool))).all()
+    # the equivalence is a property of the model: the same on both attacks' rows
+    eq = t.pivot_table(index=["method", "seed"], columns="attack", values="eq_mean_z")
+    assert np.allclose(eq["calibrated"], eq["shadow"])
+    keys = set(small_benchmark.equivalences)
+    assert ("original", 0) in keys and ("finetune", 0) in keys
+    assert {("retrain", s) for s in range(4)} <= keys  # each retrain against the other three
+    orig = small_benchmark.equivalences[("original", 0)]
+    assert orig.protocol["n_references"] == 4
+    assert small_benchmark.equivalences[("retrain", 0)].protocol["n_references"] == 3
+    # the original trained on the forget cells: it fits them better than the retrains do
+    retrain_z = t.loc[t["method"] == "retrain", "eq_mean_z"]
+    assert orig.statistic > retrain_z.max()
+
+
 def test_benchmark_summary_and_files(small_benchmark, tmp_path):
     s = small_benchmark.summary
     assert set(s["method"]) == {"original", "retrain", "retrain_50pct", "finetune"}
     assert len(s) == 8  # 4 methods x 2 attacks
     row = s.set_index(["attack", "method"]).loc[("shadow", "retrain")]
-    assert row["n_runs"] == 3 and row["advantage_ci_low"] <= row["advantage"]
+    assert row["n_runs"] == 4 and row["advantage_ci_low"] <= row["advantage"]
+    assert "eq_decisions" in s and s["eq_pass_rate"].between(0, 1).all()
     md = small_benchmark.to_markdown()
     for attack in small_benchmark.attacks:
         powered = small_benchmark.audit_has_power(attack)
@@ -82,9 +105,14 @@ def test_benchmark_summary_and_files(small_benchmark, tmp_path):
             orig["advantage"].iloc[0] > small_benchmark.targets[attack].interval[1]
         )
         assert powered or "No power" in md
-    assert "**calibrated attack**" in md and "**shadow attack**" in md and "Pass: advantage" in md
+    assert (
+        "**calibrated attack**" in md
+        and "**shadow attack**" in md
+        and "Membership pass: advantage" in md
+    )
+    assert "forget mean z" in md and "equivalence" in md
     table, summary = small_benchmark.to_csv(tmp_path)
-    assert pd.read_csv(table).shape[0] == 12 and pd.read_csv(summary).shape[0] == 8
+    assert pd.read_csv(table).shape[0] == 14 and pd.read_csv(summary).shape[0] == 8
     figs = small_benchmark.save_figures(tmp_path)
     assert {p.name for p in figs} == {
         "roc_calibrated.png",
@@ -159,6 +187,7 @@ def test_demo_end_to_end(tmp_path, capsys):
     assert main(["demo", "--max-epochs", "10", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "**calibrated attack**" in printed and "contrastive" in printed
+    assert "per-cell equivalence of 'contrastive':" in printed
     for name in ("benchmark_table.csv", "summary.md", "roc_calibrated.png", "latent_umap.png"):
         assert (out / name).stat().st_size > 0
     table = pd.read_csv(out / "benchmark_table.csv")

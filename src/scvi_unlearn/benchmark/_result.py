@@ -22,6 +22,9 @@ _SUMMARY_COLUMNS = (
     "utility_marker_correlation",
     "utility_neighborhood_jaccard",
     "time_vs_retrain",
+    "eq_mean_z",
+    "eq_membership_contrast",
+    "eq_same_type_elbo",
 )
 
 
@@ -53,6 +56,8 @@ class BenchmarkResult:
         ``{attack: RetrainTarget}`` (:class:`scvi_unlearn.attack.RetrainTarget`).
     reports
         ``{(attack, method, seed): AttackReport}``.
+    equivalences
+        ``{(method, seed): EquivalenceReport}`` (:class:`scvi_unlearn.attack.EquivalenceReport`).
     settings
         The run's settings (methods, seeds, protocol).
     """
@@ -62,6 +67,7 @@ class BenchmarkResult:
     reports: dict[tuple[str, str, int], Any]
     adata: AnnData = field(repr=False)
     forget: np.ndarray = field(repr=False)
+    equivalences: dict[tuple[str, int], Any] = field(default_factory=dict, repr=False)
     label_key: str = "cell_type"
     latent_models: dict[str, Any] | None = field(default=None, repr=False)
     settings: dict[str, Any] = field(default_factory=dict)
@@ -92,6 +98,12 @@ class BenchmarkResult:
         for (attack, method), grp in self.table.groupby(["attack", "method"], sort=False):
             row: dict[str, Any] = {"attack": attack, "method": method, "n_runs": len(grp)}
             row["pass_rate"] = float(grp["passed"].mean())
+            if "membership_passed" in grp:
+                row["membership_pass_rate"] = float(grp["membership_passed"].mean())
+            if "eq_decision" in grp:
+                counts = grp["eq_decision"].dropna().value_counts()
+                row["eq_decisions"] = ", ".join(f"{d} {n}/{len(grp)}" for d, n in counts.items())
+                row["eq_pass_rate"] = float(grp["eq_passed"].fillna(False).astype(bool).mean())
             for col in _SUMMARY_COLUMNS:
                 if col not in grp:
                     continue
@@ -129,19 +141,27 @@ class BenchmarkResult:
             s = self.summary[self.summary["attack"] == attack]
             head = (
                 f"**{attack} attack**\n\n"
-                "| method | runs | AUC | advantage | Yeom adv. | held-out ELBO | ARI | "
-                "time / retrain | pass |\n|---|---|---|---|---|---|---|---|---|\n"
+                "| method | runs | AUC | advantage | held-out ELBO | forget mean z | "
+                "equivalence | same-type ELBO | time / retrain | membership pass | pass |\n"
+                "|---|---|---|---|---|---|---|---|---|---|---|\n"
             )
             lines = [
                 f"| {r['method']} | {r['n_runs']} | {fmt(r, 'auc')} | {fmt(r, 'advantage')} | "
-                f"{fmt(r, 'yeom_advantage')} | {fmt(r, 'heldout_elbo', 1)} | "
-                f"{fmt(r, 'utility_ari', 2)} | {fmt(r, 'time_vs_retrain', 2)} | "
+                f"{fmt(r, 'heldout_elbo', 1)} | {fmt(r, 'eq_mean_z', 2)} | "
+                f"{r.get('eq_decisions') or '–'} | {fmt(r, 'eq_same_type_elbo', 1)} | "
+                f"{fmt(r, 'time_vs_retrain', 2)} | {r.get('membership_pass_rate', np.nan):.0%} | "
                 f"{r['pass_rate']:.0%} |"
                 for _, r in s.iterrows()
             ]
+            margin = self.settings.get("margin")
             foot = (
-                f"\nPass: advantage <= {hi:.3f} (retrain 95% interval [{lo:.3f}, {hi:.3f}], "
-                f"{len(target.reports)} retrains) and held-out ELBO >= {target.elbo_floor:.1f}.\n"
+                f"\nMembership pass: advantage <= {hi:.3f} (retrain 95% interval "
+                f"[{lo:.3f}, {hi:.3f}], {len(target.reports)} retrains) and held-out ELBO >= "
+                f"{target.elbo_floor:.1f}. Pass: membership pass **and** per-cell equivalence "
+                f"(forget cells' mean z within +/-{margin:g} of the retrains', 90% interval) "
+                "**and** the held-out ELBO of the forgotten type inside the retrains' 95% "
+                "prediction interval and of the other types above the floor. Each retrain's "
+                "equivalence is tested against the other retrains.\n"
             )
             if not self.audit_has_power(attack):
                 foot += (

@@ -11,6 +11,7 @@ import pandas as pd
 from anndata import AnnData
 
 from scvi_unlearn.benchmark._result import BenchmarkResult
+from scvi_unlearn.unlearn._parallel import UnlearningJob, run_jobs
 
 #: ``methods="all"``: every built-in approximate method (``retrain`` is always run as target).
 ALL_METHODS = ("finetune", "gradient_ascent", "ssd", "scrub", "contrastive", "fisher")
@@ -57,30 +58,12 @@ def _progress(total: int, enabled: bool):
     return tqdm(total=total, disable=not enabled, desc="benchmark", unit="run")
 
 
-def _unlearn_timed(model, forget, method, seed, kwargs, expect_degradation=False):
-    import inspect
-    import warnings
-
-    import scvi_unlearn as su
-    from scvi_unlearn.unlearn import UnlearningWarning
-
-    params = inspect.signature(su.unlearn.get_method(method)).parameters
-    if "enable_progress_bar" in params and "enable_progress_bar" not in kwargs:
-        kwargs = {**kwargs, "enable_progress_bar": False}  # one bar over runs is enough
-    t0 = time.perf_counter()
-    with warnings.catch_warnings():
-        if expect_degradation:  # a shortened retrain is expected to lose utility
-            warnings.simplefilter("ignore", UnlearningWarning)
-        new = model.unlearn(forget, method=method, seed=seed, **kwargs)
-    return new, time.perf_counter() - t0
-
-
 def run(
     adata: AnnData,
     forget,
     methods: str | Sequence[str] = "all",
     seeds: int | Sequence[int] = 3,
-    retrain_seeds: int | Sequence[int] = 3,
+    retrain_seeds: int | Sequence[int] = 5,
     *,
     model=None,
     label_key: str = "cell_type",
@@ -92,6 +75,7 @@ def run(
     n_draws: int = 8,
     n_bootstrap: int = 1000,
     elbo_tolerance: float = 0.02,
+    margin: float | None = None,
     n_jobs: int = 1,
     scratch_dir: str | None = None,
     progress: bool = True,
@@ -106,8 +90,10 @@ def run(
     seed (``model.unlearn(forget, method=m, seed=s)``) and the cost-matched exact baselines
     (``retrain`` with ``budgets`` x the original's epochs, private by construction); audit
     every model against the target with the *same* members, matched non-members and attack
-    protocol; measure utility on the held-out cells (:func:`scvi_unlearn.metrics.utility_report`
-    with the first retrain as neighbourhood reference).
+    protocol; test every model's per-cell retrain equivalence against the retrains
+    (:meth:`scvi_unlearn.attack.RetrainTarget.equivalence`; each retrain against the others);
+    measure utility on the held-out cells (:func:`scvi_unlearn.metrics.utility_report` with the
+    first retrain as neighbourhood reference).
 
     Parameters
     ----------
@@ -121,7 +107,9 @@ def run(
     seeds
         Number of seeds (``0..n-1``) or the seeds of every method.
     retrain_seeds
-        Number (>= 3) or list of seeds of the retrain references.
+        Number (>= 3) or list of seeds of the retrain references (default 5, the number the
+        equivalence test was calibrated with; each retrain's own equivalence row tests it
+        against the others, which needs >= 4).
     model
         A trained :class:`scvi_unlearn.SCVI` (trained on the members); default: train one with
         :func:`train_original` (``model_kwargs``, ``train_kwargs``, ``seed``).
@@ -144,6 +132,11 @@ def run(
         Posterior draws per cell and bootstrap replicates of the audit.
     elbo_tolerance
         Relative held-out ELBO tolerance of the pass rule.
+    margin
+        Equivalence margin on the forget cells' signed mean z (default
+        :data:`scvi_unlearn.attack.DEFAULT_MARGIN`).  A model passes only if it passes the
+        membership audit of the row's attack **and** the per-cell equivalence test with both
+        held-out utility checks (:meth:`scvi_unlearn.attack.RetrainTarget.equivalence`).
     n_jobs
         Parallel workers for the unlearning runs (joblib; ``1`` runs in this process).  Wall
         times measured in parallel include contention; compare times from ``n_jobs=1`` runs.
@@ -164,6 +157,7 @@ def run(
     """
     import scvi_unlearn as su
 
+    margin = su.attack.DEFAULT_MARGIN if margin is None else float(margin)
     if su.data.SPLIT_KEY not in adata.obs:
         raise ValueError(
             "adata needs obs['membership']: run scvi_unlearn.data.membership_split(adata) "
@@ -210,19 +204,43 @@ def run(
         original_time = time.perf_counter() - t0
     epochs = int(model.train_recipe_["max_epochs"])
 
-    jobs: list[tuple[str, int, dict[str, Any], float | None]] = [
-        ("retrain", s, {}, None) for s in retrain_seeds
-    ]
+    jobs = [UnlearningJob("retrain", s) for s in retrain_seeds]
+    budget_of: dict[str, float] = {}
     for b in budgets:
+        label = f"retrain_{int(round(b * 100))}pct"
+        budget_of[label] = b
         jobs += [
-            (f"retrain_{int(round(b * 100))}pct", s, {"max_epochs": max(1, int(b * epochs))}, b)
+            UnlearningJob(
+                "retrain",
+                s,
+                {"max_epochs": max(1, int(b * epochs))},
+                label=label,
+                quiet_degradation=True,  # a shortened retrain is expected to lose utility
+            )
             for s in seeds
         ]
     for m in methods:
-        jobs += [(m, s, method_kwargs.get(m, {}), None) for s in seeds]
+        jobs += [UnlearningJob(m, s, method_kwargs.get(m, {})) for s in seeds]
 
     bar = _progress(len(jobs) + len(jobs) + 1, progress)
-    runs = _execute(model, forget_names, jobs, n_jobs, bar, scratch_dir)
+    results = run_jobs(
+        model,
+        forget_names,
+        jobs,
+        n_jobs=n_jobs,
+        scratch_dir=scratch_dir,
+        on_done=lambda *_: bar.update(1),
+    )
+    runs = [
+        {
+            "label": job.name,
+            "seed": job.seed,
+            "model": new,
+            "wall_time": wall,
+            "budget": budget_of.get(job.name),
+        }
+        for job, (new, wall) in zip(jobs, results)
+    ]
 
     retrains = [r["model"] for r in runs if r["label"] == "retrain"]
     targets = {
@@ -248,6 +266,26 @@ def run(
 
     rows = []
     reports: dict[tuple[str, str, int], Any] = {}
+    equivalences: dict[tuple[str, int], Any] = {}
+
+    def _equivalence(mdl):
+        if all(m is not mdl for m in retrains):
+            return first.equivalence(mdl, adata, margin=margin)
+        if len(retrains) < 4:
+            return None  # a retrain against the others needs >= 3 other references
+        return su.attack.equivalence_test(
+            mdl,
+            [m for m in retrains if m is not mdl],
+            forget_names,
+            adata=adata,
+            heldout=first.heldout,
+            label_key=label_key,
+            margin=margin,
+            elbo_tolerance=elbo_tolerance,
+            n_draws=n_draws,
+            seed=seed,
+            cache=first.score_cache,
+        )
 
     def _rows(label, run_seed, mdl, wall, budget=None):
         util = su.metrics.utility_report(
@@ -259,6 +297,10 @@ def run(
             n_draws=n_draws,
             seed=seed,
         )
+        eq = _equivalence(mdl)
+        eq_row = eq.to_frame().iloc[0].to_dict() if eq is not None else {}
+        if eq is not None:
+            equivalences[(label, run_seed)] = eq
         for a, target in targets.items():
             if label == "retrain":
                 i = next(j for j, m in enumerate(retrains) if m is mdl)
@@ -272,13 +314,15 @@ def run(
                 "method": label,
                 "seed": run_seed,
                 **_report_columns(report),
-                "passed": bool(check.passed),
+                "passed": bool(check.passed) and bool(eq is not None and eq.passed),
+                "membership_passed": bool(check.passed),
                 "advantage_ok": bool(check.advantage_ok),
                 "utility_ok": check.utility_ok,
                 "verdict": check.reason,
                 "budget": budget,
                 "time_vs_retrain": (wall / retrain_time) if wall is not None else np.nan,
                 "wall_time_s": wall if wall is not None else np.nan,
+                **eq_row,
             }
             row.update({f"utility_{k}": float(v) for k, v in util.items()})
             rows.append(row)
@@ -302,6 +346,7 @@ def run(
         table=pd.DataFrame(rows),
         targets=targets,
         reports=reports,
+        equivalences=equivalences,
         adata=adata,
         forget=forget_names,
         label_key=label_key,
@@ -315,6 +360,7 @@ def run(
             "n_draws": n_draws,
             "n_bootstrap": n_bootstrap,
             "elbo_tolerance": elbo_tolerance,
+            "margin": margin,
             "seed": seed,
             "original_epochs": epochs,
             "n_forget": int(forget_names.size),
@@ -337,40 +383,3 @@ def _report_columns(report) -> dict[str, Any]:
     out["below_chance_leak"] = bool(report.leak_below_chance)
     out["heldout_elbo"] = report.heldout_elbo
     return out
-
-
-def _execute(model, forget, jobs, n_jobs, bar, scratch_dir=None) -> list[dict[str, Any]]:
-    def _one(label, s, kwargs, budget, mdl):
-        method = "retrain" if label.startswith("retrain") else label
-        new, wall = _unlearn_timed(mdl, forget, method, s, kwargs, budget is not None)
-        return {"label": label, "seed": s, "model": new, "wall_time": wall, "budget": budget}
-
-    if n_jobs == 1:
-        out = []
-        for job in jobs:
-            out.append(_one(*job, model))
-            bar.update(1)
-        return out
-    import tempfile
-
-    from joblib import Parallel, delayed
-
-    with tempfile.TemporaryDirectory(dir=scratch_dir) as tmp:
-        model.save(tmp + "/original", save_anndata=False)
-
-        def _worker(label, s, kwargs, budget):
-            import scvi_unlearn as su
-
-            mdl = su.SCVI.load(tmp + "/original", adata=model.adata)
-            res = _one(label, s, kwargs, budget, mdl)
-            res["model"].save(tmp + f"/{label}_{s}", save_anndata=True)
-            res["model"] = tmp + f"/{label}_{s}"
-            return res
-
-        results = Parallel(n_jobs=n_jobs)(delayed(_worker)(*job) for job in jobs)
-        import scvi_unlearn as su
-
-        for res in results:
-            res["model"] = su.SCVI.load(res["model"])
-            bar.update(1)
-    return results
