@@ -17,6 +17,7 @@ QUIET = {"enable_progress_bar": False}
 #: small settings so that the whole module runs in well under a minute of CPU time
 FAST: dict[str, dict] = {
     "retrain": {"max_epochs": 4, **QUIET},
+    "fast_retrain": {"max_epochs": 10, **QUIET},
     "finetune": {"max_epochs": 4, **QUIET},
     "gradient_ascent": {"max_epochs": 3, **QUIET},
     "scrub": {"max_epochs": 3, "max_step_epochs": 2, **QUIET},
@@ -156,6 +157,25 @@ def test_retrain_replays_the_recorded_recipe(trained_model, forget_names, heldou
     assert len(test_idx) == 0
 
 
+def test_fast_retrain_is_exact_with_its_own_budget(trained_model, forget_names):
+    """A fresh model on the retain cells only, trained max(min_epochs, ceil(fraction * E))
+    epochs, that keeps the original's recipe for later retrains."""
+    new = trained_model.unlearn(forget_names, method="fast_retrain", seed=0, **QUIET)
+    epochs = trained_model.train_recipe_["max_epochs"]
+    assert len(new.history_["elbo_train"]) == max(10, int(np.ceil(0.1 * epochs)))
+    assert new.train_recipe_["max_epochs"] == epochs  # the original's, not the short schedule
+    assert new.train_recipe_["plan_kwargs"] == trained_model.train_recipe_["plan_kwargs"]
+    assert type(new)._training_plan_cls is type(trained_model)._training_plan_cls
+    assert "_training_plan_cls" not in new.__dict__
+    assert not set(forget_names) & set(new.trained_obs_names)
+    # a fresh initialisation, not the original's weights fine-tuned (as retrain's check)
+    fresh = trained_model.unlearn(
+        forget_names, method="fast_retrain", seed=7, max_epochs=1, **QUIET
+    )
+    w = trained_model.module.z_encoder.mean_encoder.weight
+    assert not torch.allclose(fresh.module.z_encoder.mean_encoder.weight, w, atol=1e-2)
+
+
 def test_retrain_seeds_differ_and_repeat(runs, trained_model, forget_names):
     a, b = runs["retrain"]
     c = trained_model.unlearn(forget_names, method="retrain", seed=2, **FAST["retrain"])
@@ -212,6 +232,8 @@ def test_ssd_dampens_only_selected_parameters(runs, original_params):
         ("fisher", {"variance_cap": 0.0}, "variance_cap"),
         ("finetune", {"max_epochs": 0}, "max_epochs"),
         ("retrain", {"max_epochs": 0}, "max_epochs"),
+        ("fast_retrain", {"schedule": "linear"}, "schedule"),
+        ("fast_retrain", {"epoch_fraction": 0.0}, "epoch_fraction"),
     ],
 )
 def test_bad_hyperparameters(method, kwargs, match, trained_model, forget_names):

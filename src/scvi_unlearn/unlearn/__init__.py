@@ -12,6 +12,7 @@ method lives in its own module and documents its paper, hyper-parameters and mea
 from scvi_unlearn.unlearn._contrastive import ContrastivePlan, contrastive
 from scvi_unlearn.unlearn._datamodule import RetainForgetDataModule
 from scvi_unlearn.unlearn._engine import DEFAULT_METHOD
+from scvi_unlearn.unlearn._fast_retrain import CosineTrainingPlan, fast_retrain
 from scvi_unlearn.unlearn._finetune import RetainTrainingPlan, finetune
 from scvi_unlearn.unlearn._fisher import PreconditionedSGD, fisher
 from scvi_unlearn.unlearn._gradient_ascent import NegGradPlusPlan, gradient_ascent
@@ -30,6 +31,7 @@ __all__ = [
     "METHODS",
     "RETAIN_TOLERANCE",
     "ContrastivePlan",
+    "CosineTrainingPlan",
     "NegGradPlusPlan",
     "NonFiniteLossError",
     "PreconditionedSGD",
@@ -42,6 +44,7 @@ __all__ = [
     "UnlearningTrainingPlan",
     "UnlearningWarning",
     "contrastive",
+    "fast_retrain",
     "finetune",
     "fisher",
     "forget_digest",
