@@ -13,8 +13,17 @@ from anndata import AnnData
 from scvi_unlearn.benchmark._result import BenchmarkResult
 from scvi_unlearn.unlearn._parallel import UnlearningJob, run_jobs
 
-#: ``methods="all"``: every built-in approximate method (``retrain`` is always run as target).
-ALL_METHODS = ("finetune", "gradient_ascent", "ssd", "scrub", "contrastive", "fisher")
+#: ``methods="all"``: the fast exact retrain and every built-in approximate method (``retrain``
+#: with the recorded recipe is always run: the references).
+ALL_METHODS = (
+    "fast_retrain",
+    "finetune",
+    "gradient_ascent",
+    "ssd",
+    "scrub",
+    "contrastive",
+    "fisher",
+)
 #: attacks the benchmark can audit with (``drift`` is comparison-only and needs a baseline).
 BENCHMARK_ATTACKS = ("calibrated", "shadow", "mlp", "threshold")
 

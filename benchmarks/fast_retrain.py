@@ -1,0 +1,121 @@
+"""Fast exact retraining on pbmc68k: per-cell equivalence, utility and cost of each schedule.
+
+Each ``fast_retrain`` configuration is run with seeds 0-2 on the forget sets of
+``equivalence_power.py`` (whose cached original and retrains it reuses: run that script first,
+or let this one train them) and judged by the per-cell equivalence test against 5 default-recipe
+retrains (seeds 0-4).  Cost = wall time of ``model.unlearn(method="fast_retrain")`` over the wall
+time of ``model.unlearn(method="retrain")`` (the recorded 200-epoch recipe), both through the
+package's Lightning machinery and measured in this process.
+
+    python benchmarks/fast_retrain.py --threads 1 --cache .equivalence_refs
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from equivalence_power import forget_sets, markdown
+
+CONFIGS = {
+    "default (20 epochs, lr 1.2e-2, constant)": {},
+    "cosine decay": {"schedule": "cosine"},
+    "30 epochs": {"max_epochs": 30},
+    "15 epochs, lr 1.5e-2": {"max_epochs": 15, "lr": 1.5e-2},
+    "12 epochs, lr 2e-2": {"max_epochs": 12, "lr": 2e-2},
+    "batch 256, lr 2e-2": {"batch_size": 256, "lr": 2e-2},
+}
+SETS = ("CD56+ NK (22)", "CD14+ Monocyte (90)", "random (50)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cache", default=".equivalence_refs", help="folder of the retrains")
+    parser.add_argument("--configs", nargs="*", default=None, help="subset of CONFIGS names")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads")
+    args = parser.parse_args()
+
+    import scvi
+    import torch
+
+    torch.set_num_threads(args.threads)
+    warnings.filterwarnings("ignore")
+    logging.getLogger("scvi").setLevel(logging.ERROR)
+    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+    import scvi_unlearn as su
+    from scvi_unlearn.benchmark._runner import train_original
+
+    scvi.settings.seed = 0
+    cache = Path(args.cache)
+    adata = su.data.pbmc68k()
+    su.data.membership_split(adata, holdout=0.3, stratify="cell_type", seed=0)
+    if (cache / "original").exists():
+        model = su.SCVI.load(str(cache / "original"))
+    else:
+        model = train_original(adata, train_kwargs={"max_epochs": 200}, seed=0)
+        model.save(str(cache / "original"), save_anndata=True)
+    configs = {k: v for k, v in CONFIGS.items() if not args.configs or k in args.configs}
+    rows = []
+    for set_name, forget in forget_sets(su, adata).items():
+        if set_name not in SETS:
+            continue
+        folder = cache / set_name.split(" (")[0].replace("+", "p").replace(" ", "_")
+        refs = su.attack.train_references(model, forget, range(5), folder=folder)
+        score_cache = su.attack.ScoreCache(adata, n_draws=8, seed=0)
+        [(_, full_time)] = su.unlearn.run_jobs(
+            model, forget, [su.unlearn.UnlearningJob("retrain", 100)]
+        )
+        for name, kwargs in configs.items():
+            jobs = [su.unlearn.UnlearningJob("fast_retrain", s, kwargs) for s in range(3)]
+            for job, (new, wall) in zip(jobs, su.unlearn.run_jobs(model, forget, jobs)):
+                rep = su.attack.equivalence_test(new, refs, forget, adata=adata, cache=score_cache)
+                u = rep.utility
+                rows.append(
+                    {
+                        "forget set": set_name,
+                        "schedule": name,
+                        "seed": job.seed,
+                        "time / retrain": wall / full_time,
+                        "mean z": rep.statistic,
+                        "decision": rep.decision,
+                        "membership contrast": rep.membership_test.statistic,
+                        "same-type ok": u["same_type_ok"],
+                        "other types vs retrains (%)": 100
+                        * (u["other_types_elbo"] - u["other_types_reference"])
+                        / abs(u["other_types_reference"]),
+                        "passed": rep.passed,
+                    }
+                )
+        print(f"{set_name}: done (full retrain {full_time:.1f} s)", flush=True)
+    table = pd.DataFrame(rows)
+    out = []
+    for (fs, name), g in table.groupby(["forget set", "schedule"], sort=False):
+        counts = g["decision"].value_counts()
+        out.append(
+            {
+                "forget set": fs,
+                "schedule": name,
+                "time / retrain": f"{g['time / retrain'].mean():.3f}",
+                "mean z (seeds 0-2)": " / ".join(f"{z:+.2f}" for z in g["mean z"]),
+                "decision": ", ".join(f"{d} {n}/{len(g)}" for d, n in counts.items()),
+                "same-type ELBO ok": f"{int(g['same-type ok'].sum())}/{len(g)}",
+                "other-type held-out ELBO": " / ".join(
+                    f"{v:+.2f}%" for v in g["other types vs retrains (%)"]
+                ),
+                "passed": f"{int(g['passed'].sum())}/{len(g)}",
+            }
+        )
+    print()
+    print(markdown(pd.DataFrame(out)))
+    print(
+        f"\nmean z range of any method: {np.nanmin(table['mean z']):+.2f} … "
+        f"{np.nanmax(table['mean z']):+.2f}"
+    )
+
+
+if __name__ == "__main__":
+    main()
