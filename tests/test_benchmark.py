@@ -119,6 +119,7 @@ def test_benchmark_summary_and_files(small_benchmark, tmp_path):
         "advantage_vs_cost_calibrated.png",
         "roc_shadow.png",
         "advantage_vs_cost_shadow.png",
+        "equivalence_vs_cost.png",
     }
     assert all(p.stat().st_size > 1000 for p in figs)
 

@@ -236,6 +236,73 @@ class BenchmarkResult:
         ax.legend(fontsize=7)
         return ax
 
+    def plot_equivalence_vs_cost(self, axes=None):
+        """Forget cells' mean z and held-out ELBO against time / retrain time, every method.
+
+        Two panels: the per-cell equivalence statistic (the margin band in green, 0 = the
+        retrains' level) and the held-out ELBO (the retrains' mean and floor).  Both exact cost
+        curves are drawn: the default recipe with an epoch budget (``retrain_*pct``) and the
+        fast schedule (``fast_retrain``), so that an approximate method can be read as
+        dominated (above / below the curves at equal cost) or not.
+        """
+        import matplotlib.pyplot as plt
+
+        if axes is None:
+            _, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+        t = self.table[self.table["attack"] == self.attacks[0]]
+        t = t[t["method"] != "original"]
+        margin = self.settings.get("margin")
+        target = self.targets[self.attacks[0]]
+        for ax, col, label in (
+            (axes[0], "eq_mean_z", "forget cells' mean z (per-cell equivalence)"),
+            (axes[1], "heldout_elbo", "held-out ELBO"),
+        ):
+            if col not in t:
+                continue
+            budget = t[t["method"].str.startswith("retrain")]
+            curve = budget.groupby("method")[["time_vs_retrain", col]].mean()
+            curve = curve.sort_values("time_vs_retrain")
+            ax.plot(
+                curve["time_vs_retrain"],
+                curve[col],
+                "s--",
+                color="tab:green",
+                label="exact: default recipe, epoch budgets",
+            )
+            for method, grp in t[~t["method"].str.startswith("retrain")].groupby("method"):
+                exact = method == "fast_retrain"
+                ax.errorbar(
+                    grp["time_vs_retrain"].mean(),
+                    grp[col].mean(),
+                    yerr=grp[col].std(ddof=1) if len(grp) > 1 else None,
+                    fmt="D" if exact else "o",
+                    ms=8 if exact else 6,
+                    color="tab:green" if exact else None,
+                    capsize=3,
+                    label=f"exact: {method}" if exact else method,
+                )
+            if col == "eq_mean_z" and margin is not None:
+                ax.axhspan(
+                    -margin,
+                    margin,
+                    color="tab:green",
+                    alpha=0.12,
+                    lw=0,
+                    label=f"equivalence margin +/-{margin:g}",
+                )
+                ax.axhline(0, color="grey", lw=0.8)
+            if col == "heldout_elbo":
+                ax.axhline(
+                    np.mean(target.heldout_elbos), color="grey", lw=0.8, label="retrains' mean"
+                )
+                ax.axhline(target.elbo_floor, color="tab:red", ls=":", label="floor")
+            ax.set_xscale("log")
+            ax.set_xlabel("wall time / retrain wall time")
+            ax.set_ylabel(label)
+            ax.legend(fontsize=6)
+        axes[0].figure.suptitle("Equivalence and utility vs cost", fontsize=10)
+        return axes
+
     def plot_umap(self, axes=None, seed: int = 0):
         """Latent UMAP of the original, an unlearned and a retrained model (forget cells red)."""
         import matplotlib.pyplot as plt
@@ -264,7 +331,8 @@ class BenchmarkResult:
         return axes
 
     def save_figures(self, directory: str | Path) -> list[Path]:
-        """Write ``roc_<attack>.png``, ``advantage_vs_cost_<attack>.png``, ``latent_umap.png``."""
+        """Write ``roc_<attack>.png``, ``advantage_vs_cost_<attack>.png``,
+        ``equivalence_vs_cost.png`` and ``latent_umap.png``."""
         import matplotlib
 
         matplotlib.use("Agg", force=False)
@@ -284,6 +352,13 @@ class BenchmarkResult:
                 ax.figure.savefig(path, dpi=150)
                 plt.close(ax.figure)
                 out.append(path)
+        if "eq_mean_z" in self.table:
+            axes = self.plot_equivalence_vs_cost()
+            fig = axes[0].figure
+            fig.tight_layout()
+            fig.savefig(directory / "equivalence_vs_cost.png", dpi=150)
+            plt.close(fig)
+            out.append(directory / "equivalence_vs_cost.png")
         if self.latent_models:
             axes = self.plot_umap()
             fig = np.atleast_1d(axes)[0].figure

@@ -170,16 +170,39 @@ class MembershipAttackMixin:
         forget: AnnData | Sequence[str] | np.ndarray,
         nonmembers: AnnData | Sequence[str] | np.ndarray | None = None,
         *,
-        seeds: Sequence[int] = (0, 1, 2),
+        seeds: Sequence[int] = (0, 1, 2, 3, 4),
         adata: AnnData | None = None,
+        folder: str | None = None,
+        n_jobs: int = 1,
         **kwargs,
     ) -> RetrainTarget:
         """Retrain without ``forget`` for each seed, audit each retrain, return the target.
 
-        Needs ``self.unlearn(forget, method="retrain", seed=s)``; with already-built retrained
-        models use :func:`scvi_unlearn.attack.retrain_target`.  ``kwargs`` (attack options,
+        The retrains (``self.unlearn(forget, method="retrain", seed=s)``) are the references of
+        both verdicts: the membership audit (``target.evaluate(new)``) and the per-cell
+        equivalence test (``target.equivalence(new)``, ``docs/equivalence.md``; five references
+        is the number it was calibrated with).  ``n_jobs`` trains them in parallel processes;
+        ``folder`` keeps them on disk and reuses those already there
+        (:func:`scvi_unlearn.attack.train_references`).  With already-built retrained models use
+        :func:`scvi_unlearn.attack.retrain_target`.  ``kwargs`` (attack options,
         ``elbo_tolerance``, ``heldout``, ``level``) go to it.
+
+        Examples
+        --------
+        >>> target = model.retrain_target(forget, adata=adata, attack="calibrated")
+        >>> new = model.unlearn(forget)
+        >>> target.evaluate(new).verdict()  # membership audit
+        >>> target.equivalence(new).verdict()  # per-cell retrain equivalence
         """
         from scvi_unlearn.attack import build_retrain_target
 
-        return build_retrain_target(self, forget, nonmembers, seeds=seeds, adata=adata, **kwargs)
+        return build_retrain_target(
+            self,
+            forget,
+            nonmembers,
+            seeds=seeds,
+            adata=adata,
+            folder=folder,
+            n_jobs=n_jobs,
+            **kwargs,
+        )
