@@ -9,6 +9,13 @@ cells under a retrain, the same cells registered with another model), so
 is not already the model's up-to-date registered AnnData, and removes that copy from the
 model's manager stores afterwards; :func:`eval_mode` runs the module without dropout and with
 BatchNorm running statistics, restoring every submodule's flag afterwards.
+
+scvi-tools only compares the *number* of genes when it transfers a registry, so an AnnData
+with the model's genes in another order is silently misaligned.  :func:`evaluation_adata`
+therefore aligns the copy's genes to the model's registered ``var_names`` (or refuses, naming
+the missing genes), and it refuses an untrained or minified model and NaN, infinite or
+negative counts (:func:`scvi_unlearn._counts.check_counts`) with an error that names the
+problem.
 """
 
 from __future__ import annotations
@@ -17,10 +24,19 @@ import contextlib
 import logging
 from collections.abc import Iterator
 
+import numpy as np
+import pandas as pd
 import torch
 from anndata import AnnData
-from scvi.data._constants import _MANAGER_UUID_KEY, _SCVI_UUID_KEY
+from scvi import REGISTRY_KEYS
+from scvi.data._constants import (
+    _FIELD_REGISTRIES_KEY,
+    _MANAGER_UUID_KEY,
+    _SCVI_UUID_KEY,
+    _STATE_REGISTRY_KEY,
+)
 
+from scvi_unlearn._counts import COUNT_LIKELIHOODS, check_counts
 from scvi_unlearn._seeding import isolated_seed
 
 
@@ -60,6 +76,123 @@ def transfer_registry(model, sub: AnnData) -> None:
             f"depends on the label ({original_error})."
         ) from original_error
     model._register_manager_for_instance(manager)
+
+
+def _model_registry(model) -> dict | None:
+    """The registry of ``model``'s AnnData manager, or the saved one (loaded without AnnData)."""
+    manager = getattr(model, "adata_manager", None)
+    if manager is not None:
+        return manager.registry
+    return getattr(model, "registry_", None)
+
+
+def _x_field(model) -> dict:
+    registry = _model_registry(model) or {}
+    return registry.get(_FIELD_REGISTRIES_KEY, {}).get(REGISTRY_KEYS.X_KEY, {})
+
+
+def registered_var_names(model) -> pd.Index | None:
+    """The genes (``var_names``) ``model`` was set up with, in its order.
+
+    Read from the registry of the model's AnnData manager (the ``X`` field's state registry,
+    ``column_names``), or from the saved registry of a model loaded without AnnData.
+
+    Parameters
+    ----------
+    model
+        A scvi-tools model.
+
+    Returns
+    -------
+    The genes as a string :class:`pandas.Index`, or ``None`` when the registry does not
+    record them.
+    """
+    names = _x_field(model).get(_STATE_REGISTRY_KEY, {}).get("column_names")
+    if names is None:
+        return None
+    return pd.Index(np.asarray(names).astype(str))
+
+
+def _preview(names, k: int = 5) -> str:
+    names = list(names)
+    shown = ", ".join(repr(str(n)) for n in names[:k])
+    return shown + (f", ... ({len(names)} in total)" if len(names) > k else "")
+
+
+def _align_genes(model, adata: AnnData) -> AnnData:
+    """``adata`` with its genes in the model's registered order (a view when reordered).
+
+    scvi-tools only checks the number of genes when it transfers a registry: the same genes in
+    another order would be read misaligned.  Missing or foreign genes raise a ValueError naming
+    them.
+    """
+    genes = registered_var_names(model)
+    if genes is None:
+        return adata
+    have = pd.Index(np.asarray(adata.var_names).astype(str))
+    if have.equals(genes):
+        return adata
+    missing = genes.difference(have, sort=False)
+    extra = have.difference(genes, sort=False)
+    if missing.size or extra.size:
+        problems = []
+        if missing.size:
+            problems.append(
+                f"{missing.size} of the model's {genes.size} genes are missing "
+                f"({_preview(missing)})"
+            )
+        if extra.size:
+            problems.append(f"{extra.size} genes are not among the model's ({_preview(extra)})")
+        raise ValueError(
+            "These cells cannot be set up for this model: their genes (var_names) are not the "
+            "genes the model was set up with: "
+            + "; ".join(problems)
+            + ". Evaluate cells measured on exactly the model's genes (any order)."
+        )
+    if not have.is_unique or not genes.is_unique:
+        raise ValueError(
+            "The AnnData's genes are the model's in another order, but var_names are not "
+            "unique, so they cannot be aligned; make them unique (adata.var_names_make_unique())."
+        )
+    return adata[:, have.get_indexer(genes)]
+
+
+def minified_type(model) -> str | None:
+    """The minified-data type of ``model`` (scvi-tools' ``minify_adata()``), or ``None``.
+
+    Parameters
+    ----------
+    model
+        A scvi-tools model.
+
+    Returns
+    -------
+    ``model.minified_data_type`` (from its AnnData manager) or, for a model without AnnData,
+    its module's ``minified_data_type``; ``None`` for a model with full counts.
+    """
+    try:
+        minified = getattr(model, "minified_data_type", None)
+    except (KeyError, ValueError, AttributeError):
+        minified = None
+    if minified is None:
+        minified = getattr(getattr(model, "module", None), "minified_data_type", None)
+    return minified
+
+
+def _check_registered_counts(model, adata: AnnData) -> None:
+    """NaN / infinite (and, for a count likelihood, negative) values of the registered data."""
+    manager = model.get_anndata_manager(adata, required=True)
+    location = manager.data_registry[REGISTRY_KEYS.X_KEY]
+    attr_key = location.get("attr_key")
+    what = "adata.X" if attr_key is None else f"adata.{location['attr_name']}[{attr_key!r}]"
+    likelihood = getattr(model.module, "gene_likelihood", "nb")
+    check_counts(
+        manager.get_from_registry(REGISTRY_KEYS.X_KEY),
+        what,
+        adata.obs_names,
+        adata.var_names,
+        counts=likelihood in COUNT_LIKELIHOODS,
+    )
 
 
 def _is_registered_as_is(model, adata: AnnData) -> bool:
@@ -102,9 +235,23 @@ def evaluation_adata(model, adata: AnnData | None) -> Iterator[AnnData]:
     ``adata`` itself when it is already the model's up-to-date registered AnnData (so nothing
     would change it); otherwise a copy registered with the model through
     :func:`transfer_registry` (setup transferred from the model's
-    registry; a label the model never saw is accepted).  The copy's
+    registry; a label the model never saw is accepted).  The copy's genes are put in the
+    model's registered order (:func:`registered_var_names`) when ``adata`` has the same genes
+    in another order.  The copy's
     manager is removed from the model's store on exit, and a model loaded without AnnData gets
     its ``adata`` / ``adata_manager`` back.
+
+    Raises
+    ------
+    RuntimeError
+        When the model is not trained (``is_trained_`` is False), as scvi-tools' own queries do.
+    ValueError
+        When the model holds no AnnData and ``adata`` is ``None``; when the model is minified
+        and ``adata`` is not its own AnnData; when genes of the model are missing from
+        ``adata`` (or ``adata`` has others); when the registered counts hold NaN, infinite or
+        (count likelihoods) negative values; when the cells cannot be set up for the model.
+    TypeError
+        When ``adata`` is not an AnnData.
     """
     target = model.adata if adata is None else adata
     if target is None:
@@ -114,11 +261,24 @@ def evaluation_adata(model, adata: AnnData | None) -> Iterator[AnnData]:
         )
     if not isinstance(target, AnnData):
         raise TypeError(f"adata must be an AnnData, got {type(target).__name__}.")
+    if not getattr(model, "is_trained_", False):
+        raise RuntimeError(
+            "The model is not trained (is_trained_ is False): its scores, latent spaces and "
+            "audits mean nothing. Train it first (model.train())."
+        )
     if _is_registered_as_is(model, target):
         yield target
         return
+    minified = minified_type(model)
+    if minified is not None:
+        raise ValueError(
+            f"The model is minified (minify_adata(), {minified!r}): its AnnData keeps latent "
+            "posteriors instead of counts, so it cannot score other cells. Evaluate with the "
+            "full model: the one from before minify_adata() (e.g. saved before minifying and "
+            "loaded with its full AnnData)."
+        )
 
-    copy = target.copy()
+    copy = _align_genes(model, target).copy()
     # a fresh identity: the copy must never be taken for the user's object by scvi-tools
     copy.uns.pop(_SCVI_UUID_KEY, None)
     copy.uns.pop(_MANAGER_UUID_KEY, None)
@@ -137,6 +297,7 @@ def evaluation_adata(model, adata: AnnData | None) -> Iterator[AnnData]:
                 "genes, layer and categorical covariates the model was set up with): "
                 f"{err}"
             ) from err
+        _check_registered_counts(model, copy)
         yield copy
     finally:
         uuid = copy.uns.get(_SCVI_UUID_KEY)

@@ -16,14 +16,21 @@ import scipy.sparse as sp
 from sklearn.decomposition import PCA
 from sklearn.neighbors import NearestNeighbors
 
+from scvi_unlearn._counts import check_counts
 from scvi_unlearn.data._membership import HOLDOUT, SPLIT_KEY
 
 
 def log_normalized_pca(
     adata: ad.AnnData, layer: str | None = "counts", n_pcs: int = 30, seed: int = 0
 ) -> np.ndarray:
-    """PCA of ``log1p(counts / total * 1e4)`` for every cell of ``adata`` (deterministic)."""
+    """PCA of ``log1p(counts / total * 1e4)`` for every cell of ``adata`` (deterministic).
+
+    NaN, infinite or negative counts raise a :class:`ValueError` naming the first offending
+    cell and gene (:func:`scvi_unlearn._counts.check_counts`).
+    """
     x = adata.layers[layer] if layer is not None else adata.X
+    what = "adata.X" if layer is None else f"adata.layers[{layer!r}]"
+    check_counts(x, what, adata.obs_names, adata.var_names, warn_non_integer=False)
     x = sp.csr_matrix(x, dtype=np.float64)
     totals = np.asarray(x.sum(axis=1)).ravel()
     totals[totals == 0] = 1.0

@@ -10,6 +10,7 @@ classifier control mirroring the VAE encoder whose Fisher comes from the same es
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -18,6 +19,7 @@ import torch
 from anndata import AnnData
 from scvi import REGISTRY_KEYS
 
+from scvi_unlearn._evaluation import evaluation_adata
 from scvi_unlearn.fisher._classifier import (
     CLASSIFIER_COMPARABLE,
     classifier_category,
@@ -233,8 +235,13 @@ def _as_names(cells, what: str) -> tuple[np.ndarray, AnnData | None]:
     return names.astype(str), None
 
 
-def _locate(model, names: np.ndarray, adata: AnnData | None, what: str):
-    """(AnnData, positional indices) of the cells: in model.adata, else the given AnnData."""
+def _locate(model, names: np.ndarray, adata: AnnData | None, what: str, stack: ExitStack):
+    """(AnnData, positional indices) of the cells: in model.adata, else the given AnnData.
+
+    Cells outside the model's AnnData are evaluated on a private registered copy of ``adata``
+    (:func:`scvi_unlearn._evaluation.evaluation_adata`, entered on ``stack``): the user's
+    AnnData and the model are left unchanged, and its genes are aligned to the model's.
+    """
     if names.size == 0:
         raise ValueError(f"{what} is empty.")
     if len(np.unique(names)) != len(names):
@@ -244,8 +251,7 @@ def _locate(model, names: np.ndarray, adata: AnnData | None, what: str):
         if (pos >= 0).all():
             return model.adata, pos
     if adata is not None:
-        # cells outside the model's AnnData: evaluate a copy (registration writes to .uns)
-        return model._validate_anndata(adata.copy()), np.arange(adata.n_obs)
+        return stack.enter_context(evaluation_adata(model, adata)), np.arange(adata.n_obs)
     missing = names[pos < 0] if model.adata is not None else names
     raise KeyError(
         f"{len(missing)} cells of {what} are not in the model's AnnData, e.g. "
@@ -307,10 +313,17 @@ def fisher_overlap(
         raise ValueError(
             f"adata_forget and adata_retain share {shared.size} cells, e.g. {list(shared[:3])}."
         )
-    fa, fi = _locate(model, f_names, f_adata, "adata_forget")
-    ra, ri = _locate(model, r_names, r_adata, "adata_retain")
+    with ExitStack() as stack:
+        fa, fi = _locate(model, f_names, f_adata, "adata_forget", stack)
+        ra, ri = _locate(model, r_names, r_adata, "adata_retain", stack)
+        kw = {"n_draws": n_draws, "seed": seed, "batch_size": batch_size}
+        return _overlap(model, (fa, fi), (ra, ri), control, labels_key, classifier_epochs, kw)
 
-    kw = {"n_draws": n_draws, "seed": seed, "batch_size": batch_size}
+
+def _overlap(model, forget_cells, retain_cells, control, labels_key, epochs, kw) -> FisherOverlap:
+    """The analysis on located cells (their AnnData registered with ``model``)."""
+    (fa, fi), (ra, ri) = forget_cells, retain_cells
+    n_draws, seed, batch_size = kw["n_draws"], kw["seed"], kw["batch_size"]
     forget = fisher_of_cells(model, fa, fi, **kw)
     retain = fisher_of_cells(model, ra, ri, **kw)
     stats = overlap_statistics(forget.values, retain.values)
@@ -341,7 +354,7 @@ def fisher_overlap(
     )
     if control == "classifier":
         result.control, result.ratios = _classifier_control(
-            model, (fa, fi), (ra, ri), labels_key, seed, batch_size, classifier_epochs, result
+            model, (fa, fi), (ra, ri), labels_key, seed, batch_size, epochs, result
         )
     return result
 

@@ -26,6 +26,7 @@ from anndata import AnnData
 from scvi import REGISTRY_KEYS
 from torch import nn
 
+from scvi_unlearn._evaluation import evaluation_adata
 from scvi_unlearn.fisher._per_sample import DiagonalFisher, squared_gradient_mean
 
 _EPS_Z = "_eps_z"
@@ -156,6 +157,22 @@ def fisher_of_cells(
     if int(batch_size) != batch_size or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}.")
     module = _check_module(model)
+    if adata is None:
+        # the model's own registered AnnData, read as is (unlearning methods call this on a
+        # weight copy of the trained original that is not flagged as trained yet)
+        if model.adata is None:
+            raise ValueError(
+                "The model holds no AnnData (loaded without one): pass the cells as `adata`."
+            )
+        return _fisher_of_registered(
+            model, model.adata, indices, module, n_draws, seed, batch_size
+        )
+    # any other AnnData: a private registered copy, genes aligned; the user's is not modified
+    with evaluation_adata(model, adata) as ad:
+        return _fisher_of_registered(model, ad, indices, module, n_draws, seed, batch_size)
+
+
+def _fisher_of_registered(model, adata, indices, module, n_draws, seed, batch_size):
     adata, indices = _resolve_cells(model, adata, indices)
     noise = draw_noise(len(indices), module.n_latent, int(n_draws), seed)
     result = squared_gradient_mean(
@@ -199,8 +216,10 @@ def diagonal_fisher(
         :class:`scvi_unlearn.SCVI`).  Left unchanged (parameters, ``requires_grad`` flags,
         training mode).
     adata
-        AnnData holding the cells (registered or registrable with the model); default the
-        model's.
+        AnnData holding the cells (registered or registrable with the model; genes in any
+        order); default the model's.  Never modified: an AnnData other than the model's own
+        registered one is evaluated on a private registered copy
+        (:func:`scvi_unlearn._evaluation.evaluation_adata`, which refuses an untrained model).
     indices
         Positional indices (or a boolean mask) of the cells in ``adata``; default all.
     n_draws

@@ -16,7 +16,7 @@ import pandas as pd
 import torch
 from anndata import AnnData
 
-from scvi_unlearn._evaluation import eval_mode
+from scvi_unlearn._evaluation import eval_mode, evaluation_adata
 from scvi_unlearn._seeding import isolated_seed
 
 
@@ -36,7 +36,10 @@ def per_cell_elbo(
         A trained scvi-tools model whose module is a :class:`scvi.module.VAE` (e.g.
         :class:`scvi_unlearn.SCVI`).
     adata
-        AnnData to evaluate (registered or registrable with the model); default the model's.
+        AnnData to evaluate (registered or registrable with the model; genes in any order);
+        default the model's.  It is never modified: cells that are not the model's own
+        registered AnnData are evaluated on a private registered copy
+        (:func:`scvi_unlearn._evaluation.evaluation_adata`).
     indices
         Positional indices of the cells in ``adata``; default all cells.
     n_draws
@@ -54,33 +57,35 @@ def per_cell_elbo(
     """
     if n_draws < 1:
         raise ValueError(f"n_draws must be >= 1, got {n_draws}.")
-    adata = model._validate_anndata(adata)
-    if indices is None:
-        indices = np.arange(adata.n_obs)
-    indices = np.asarray(indices, dtype=int)
-    loader = model._make_data_loader(
-        adata=adata, indices=indices, batch_size=batch_size, shuffle=False
-    )
-    module = model.module
-    rec, klz, kll = [], [], []
-    with eval_mode(module), torch.inference_mode(), isolated_seed(seed):
-        for tensors in loader:
-            r = z = ll = 0.0
-            for _ in range(n_draws):
-                _, _, losses = module(tensors, loss_kwargs={"kl_weight": 1.0})
-                r = r + losses.reconstruction_loss["reconstruction_loss"].double()
-                z = z + losses.kl_local["kl_divergence_z"].double()
-                ll = ll + losses.kl_local["kl_divergence_l"].double()
-            rec.append((r / n_draws).cpu().numpy())
-            klz.append((z / n_draws).cpu().numpy())
-            kll.append((ll / n_draws).cpu().numpy())
+    # a private registered copy unless ``adata`` is the model's own: never mutate the user's
+    with evaluation_adata(model, adata) as ad:
+        if indices is None:
+            indices = np.arange(ad.n_obs)
+        indices = np.asarray(indices, dtype=int)
+        loader = model._make_data_loader(
+            adata=ad, indices=indices, batch_size=batch_size, shuffle=False
+        )
+        module = model.module
+        rec, klz, kll = [], [], []
+        with eval_mode(module), torch.inference_mode(), isolated_seed(seed):
+            for tensors in loader:
+                r = z = ll = 0.0
+                for _ in range(n_draws):
+                    _, _, losses = module(tensors, loss_kwargs={"kl_weight": 1.0})
+                    r = r + losses.reconstruction_loss["reconstruction_loss"].double()
+                    z = z + losses.kl_local["kl_divergence_z"].double()
+                    ll = ll + losses.kl_local["kl_divergence_l"].double()
+                rec.append((r / n_draws).cpu().numpy())
+                klz.append((z / n_draws).cpu().numpy())
+                kll.append((ll / n_draws).cpu().numpy())
+        names = np.asarray(ad.obs_names, dtype=str)[indices]
     out = pd.DataFrame(
         {
             "reconstruction": np.concatenate(rec),
             "kl_z": np.concatenate(klz),
             "kl_l": np.concatenate(kll),
         },
-        index=np.asarray(adata.obs_names, dtype=str)[indices],
+        index=names,
     )
     out["elbo"] = -(out["reconstruction"] + out["kl_z"] + out["kl_l"])
     return out

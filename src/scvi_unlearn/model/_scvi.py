@@ -10,7 +10,9 @@ from typing import Any
 import numpy as np
 import scvi
 import scvi.model
+from scvi import REGISTRY_KEYS
 
+from scvi_unlearn._counts import COUNT_LIKELIHOODS, check_counts
 from scvi_unlearn.model._attack_mixin import MembershipAttackMixin
 from scvi_unlearn.model._fisher_mixin import FisherMixin
 from scvi_unlearn.model._unlearning_mixin import UnlearningMixin
@@ -105,12 +107,36 @@ use_observed_lib_size, latent_distribution, **kwargs
         recorded with the datamodule as a placeholder (it cannot be replayed), and no cells are
         recorded (``train_obs_names_`` is ``None``): the cells a datamodule serves have no
         ``obs_names`` in this model's AnnData, so such a model cannot be unlearned.
+
+        Before training, the registered data are scanned: NaN or infinite values, and negative
+        values under a count likelihood (``"zinb"``, ``"nb"``, ``"poisson"``), raise a
+        :class:`ValueError` naming the layer and the first offending cell and gene (scvi-tools
+        only samples a few rows at setup and would fail mid-training with an unreadable
+        torch error); the model is then left untouched.
         """
         recipe = self._bind_train_arguments(args, kwargs)
+        if recipe.get("datamodule") is None:
+            self._check_registered_counts()
         result = super().train(*args, **kwargs)
         self.train_recipe_ = recipe
         self._record_split_cells(custom_datamodule=recipe.get("datamodule") is not None)
         return result
+
+    def _check_registered_counts(self) -> None:
+        manager = getattr(self, "_adata_manager", None)
+        if manager is None or getattr(self, "_adata", None) is None:
+            return
+        location = manager.data_registry[REGISTRY_KEYS.X_KEY]
+        key = location.get("attr_key")
+        what = "adata.X" if key is None else f"adata.{location['attr_name']}[{key!r}]"
+        check_counts(
+            manager.get_from_registry(REGISTRY_KEYS.X_KEY),
+            what,
+            self.adata.obs_names,
+            self.adata.var_names,
+            counts=getattr(self.module, "gene_likelihood", "nb") in COUNT_LIKELIHOODS,
+            warn_non_integer=False,  # scvi-tools' setup_anndata warns about those, as always
+        )
 
     def _bind_train_arguments(self, args: tuple, kwargs: dict) -> dict[str, Any]:
         sig = inspect.signature(_BaseSCVI.train)

@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
+from scvi_unlearn._evaluation import minified_type
 from scvi_unlearn._seeding import isolated_seed
 from scvi_unlearn.unlearn._guard import RETAIN_TOLERANCE, check_unlearned_model
 from scvi_unlearn.unlearn._record import new_record
@@ -95,7 +96,9 @@ def _resolve_cells(model, forget: np.ndarray, ignore_untrained: bool):
     if not obs.is_unique:
         dup = obs[obs.duplicated()].unique()
         raise ValueError(
-            f"model.adata has duplicated obs_names ({_preview(dup)}); cells cannot be identified."
+            f"model.adata has duplicated obs_names ({_preview(dup)}); cells cannot be identified "
+            "by name, so neither the forget nor the retain cells are defined. Make the names "
+            "unique (adata.obs_names_make_unique()) before setup_anndata and train again."
         )
     forget_set = set(forget)
     in_forget = np.fromiter((n in forget_set for n in obs), dtype=bool, count=obs.size)
@@ -141,6 +144,19 @@ def _check_not_datamodule_trained(model) -> None:
         )
 
 
+def _check_not_minified(model) -> None:
+    minified = minified_type(model)
+    if minified is not None:
+        raise ValueError(
+            f"The model is minified (minify_adata(), {minified!r}): its AnnData keeps latent "
+            "posteriors instead of counts, but unlearning needs the full counts of the cells "
+            "the model trained on (every method trains or scores the retain and forget cells). "
+            "Unlearn the model from before minify_adata(), or load the saved full model with "
+            "its full AnnData (SCVI.load(path, adata=adata)); minify the unlearned model "
+            "afterwards if needed."
+        )
+
+
 def _resolve_seed(model, seed: int | None) -> int:
     if seed is not None:
         if isinstance(seed, bool) or not isinstance(seed, int | np.integer):
@@ -175,6 +191,7 @@ def run_unlearning(
     if not getattr(model, "is_trained_", False):
         raise ValueError("The model is not trained: there is nothing to unlearn.")
     _check_not_datamodule_trained(model)
+    _check_not_minified(model)
     seed = _resolve_seed(model, seed)
     forget = _as_obs_names(adata_forget)
     forget, retain_positions, forget_positions = _resolve_cells(model, forget, ignore_untrained)

@@ -5,7 +5,11 @@ An unlearning method is a function ``method(task, **hyperparameters) -> model``.
 forget cells) and returns a new model bound to ``task.adata`` (the retain cells), usually built
 with :meth:`UnlearningTask.new_model`.  Every hyper-parameter must be a keyword-only argument with
 a default; :meth:`scvi_unlearn.SCVI.unlearn` fills in the defaults and stores them in the
-model's ``unlearn_record_``.  Methods append their per-step losses to ``task.log``.
+model's ``unlearn_record_``.  Methods append their per-step losses to ``task.log``.  A method
+that trains may end its signature with ``**trainer_kwargs`` (the name matters): those are
+forwarded to :meth:`UnlearningTask.fit`, and only names that scvi-tools' ``TrainRunner`` /
+``Trainer`` or :class:`lightning.pytorch.Trainer` accept get through (:func:`trainer_arguments`);
+any other unknown name is a :class:`TypeError` listing the method's hyper-parameters.
 
 Examples
 --------
@@ -20,12 +24,17 @@ True
 
 from __future__ import annotations
 
+import difflib
+import functools
 import inspect
 from collections.abc import Callable
 from typing import Any
 
 #: Registered unlearning methods, by name.  Use :func:`register` to add one.
 METHODS: dict[str, Callable[..., Any]] = {}
+
+#: Name of the ``**`` parameter through which a method forwards Trainer arguments.
+TRAINER_KWARGS = "trainer_kwargs"
 
 
 def register(name: str, *, overwrite: bool = False) -> Callable[[Callable], Callable]:
@@ -91,21 +100,79 @@ def _check_signature(name: str, func: Callable) -> None:
             )
 
 
+@functools.cache
+def trainer_arguments() -> frozenset[str]:
+    """Names a method's ``**trainer_kwargs`` may carry to :meth:`UnlearningTask.fit`.
+
+    The arguments of :class:`scvi.train.TrainRunner` (``trainer_config``, ``ckpt_path``),
+    :class:`scvi.train.Trainer` (e.g. ``early_stopping``, ``log_every_n_steps``) and
+    :class:`lightning.pytorch.Trainer` (e.g. ``gradient_clip_val``, ``precision``), read from
+    their signatures (so they follow the installed versions).
+
+    Returns
+    -------
+    frozenset of str
+        The accepted names.
+    """
+    import lightning.pytorch as pl
+    from scvi.train import Trainer, TrainRunner
+
+    names = {"ckpt_path"}  # popped by TrainRunner.__init__ and passed to Trainer.fit
+    for init in (TrainRunner.__init__, Trainer.__init__, pl.Trainer.__init__):
+        for p in inspect.signature(init).parameters.values():
+            if p.kind not in (inspect.Parameter.VAR_KEYWORD, inspect.Parameter.VAR_POSITIONAL):
+                names.add(p.name)
+    return frozenset(names - {"self", "model", "training_plan", "data_splitter"})
+
+
 def bind_hyperparameters(name: str, func: Callable, kwargs: dict[str, Any]) -> dict[str, Any]:
     """Hyper-parameters of ``func`` with ``kwargs`` applied and the defaults filled in.
 
-    Unknown keyword arguments raise a :class:`TypeError` naming the accepted ones (unless the
-    method takes ``**kwargs``, in which case they are passed through under their own names).
+    Parameters
+    ----------
+    name
+        The method's registered name (for messages).
+    func
+        The method.
+    kwargs
+        The keyword arguments given to :meth:`scvi_unlearn.SCVI.unlearn` for the method.
+
+    Returns
+    -------
+    dict
+        Every named hyper-parameter (defaults filled in) plus the extra keyword arguments the
+        method accepts through ``**``, under their own names.
+
+    Raises
+    ------
+    TypeError
+        For an unknown keyword argument, naming the accepted ones.  A method taking
+        ``**trainer_kwargs`` accepts, besides its named hyper-parameters, only Trainer arguments
+        (:func:`trainer_arguments`); a method taking ``**`` under another name accepts
+        anything.
     """
     sig = inspect.signature(func)
     params = list(sig.parameters.values())[1:]
-    accepts_var = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
+    var = next((p for p in params if p.kind is inspect.Parameter.VAR_KEYWORD), None)
     named = {p.name: p for p in params if p.kind is not inspect.Parameter.VAR_KEYWORD}
     unknown = sorted(set(kwargs) - set(named))
-    if unknown and not accepts_var:
+    forwards_to_trainer = var is not None and var.name == TRAINER_KWARGS
+    if forwards_to_trainer:
+        unknown = [k for k in unknown if k not in trainer_arguments()]
+    if unknown and (var is None or forwards_to_trainer):
+        candidates = list(named) + (sorted(trainer_arguments()) if forwards_to_trainer else [])
+        close = sorted({m for k in unknown for m in difflib.get_close_matches(k, candidates, n=2)})
+        hint = f" Did you mean {close}?" if close else ""
+        extra = (
+            ", plus any argument of scvi-tools' Trainer or lightning.pytorch.Trainer (e.g. "
+            "'gradient_clip_val'), passed on as **trainer_kwargs"
+            if forwards_to_trainer
+            else ""
+        )
         raise TypeError(
-            f"Unknown hyper-parameter(s) {unknown} for unlearning method {name!r}. "
-            f"It accepts: {sorted(named)}."
+            f"Unknown hyper-parameter(s) {unknown} for unlearning method {name!r}.{hint} "
+            f"It accepts: {sorted(named)}{extra}. Documentation: "
+            f"help(scvi_unlearn.unlearn.METHODS[{name!r}])."
         )
     bound = {n: p.default for n, p in named.items()}
     bound.update(kwargs)
