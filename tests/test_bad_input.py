@@ -312,12 +312,6 @@ def test_duplicated_obs_names_are_read_by_position_in_the_metrics(trained_model,
     assert list(got.index) == names
 
 
-@pytest.mark.xfail(
-    reason="attack/_evaluation_data.registered_copy indexes adata.obs_names with get_indexer: "
-    "pandas InvalidIndexError (reported to the attack/ owner)",
-    raises=Exception,
-    strict=False,
-)
 def test_duplicated_obs_names_in_the_evaluated_anndata(trained_model, pbmc, forget_names):
     adata = pbmc.copy()
     names = adata.obs_names.tolist()
@@ -727,11 +721,6 @@ def test_minified_model(api, match, minified, pbmc, forget_names, nonmembers):
         call()
 
 
-@pytest.mark.xfail(
-    reason="attack/_equivalence.heldout_groups: labels.loc[forget] raises pandas' KeyError "
-    '"None of [Index([...])] are in the [index]" (reported to the attack/ owner)',
-    strict=False,
-)
 def test_equivalence_test_forget_cells_not_in_adata(trained_model, references, pbmc):
     with (
         unchanged(trained_model, pbmc),

@@ -206,11 +206,17 @@ def equivalence_test(
     if not 0 < alpha < 0.5:
         raise ValueError(f"alpha must be in (0, 0.5), got {alpha}.")
     forget_names = as_obs_names(forget, "forget")
+    missing = forget_names[~np.isin(forget_names, np.asarray(adata.obs_names, dtype=str))]
+    if missing.size:
+        raise KeyError(
+            f"{missing.size} forget cells are not in the AnnData given, e.g. "
+            f"{list(missing[:5])}: pass the dataset that holds them as adata=."
+        )
     for i, m in enumerate([*references, *null_models]):
         check_never_trained_on(m, forget_names, "forget cells", f"reference / null model {i}")
     held = heldout_names(adata, heldout, forget_names)
     for m in every:
-        check_never_trained_on(m, held, "held-out cells", "a compared model")
+        check_never_trained_on(m, held, "held-out cells", "candidate / reference / null model")
     cells = {
         "forget": forget_names,
         **heldout_groups(adata, forget_names, held, label_key, max_heldout, seed),

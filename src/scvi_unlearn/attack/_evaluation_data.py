@@ -48,6 +48,13 @@ def registered_copy(model, adata: AnnData, names: np.ndarray, what: str) -> Iter
             "The model has no AnnData manager to transfer its registry from; load it with an "
             "AnnData (scvi-tools' load(..., adata=...))."
         )
+    if not adata.obs_names.is_unique:
+        dup = adata.obs_names[adata.obs_names.duplicated()].unique()
+        raise ValueError(
+            f"The AnnData given has duplicated obs_names ({dup.size}, e.g. {list(dup[:5])}): "
+            "cells are identified by name; make them unique first "
+            "(adata.obs_names_make_unique())."
+        )
     index = adata.obs_names.get_indexer(names)
     if (index < 0).any():
         missing = names[index < 0]

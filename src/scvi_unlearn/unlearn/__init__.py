@@ -20,7 +20,7 @@ from scvi_unlearn.unlearn._guard import RETAIN_TOLERANCE, UnlearningError, Unlea
 from scvi_unlearn.unlearn._parallel import UnlearningJob, run_jobs
 from scvi_unlearn.unlearn._plan import NonFiniteLossError, UnlearningTrainingPlan
 from scvi_unlearn.unlearn._record import forget_digest, verify_forget_digest
-from scvi_unlearn.unlearn._registry import METHODS, get_method, register
+from scvi_unlearn.unlearn._registry import METHODS, get_method, register, trainer_arguments
 from scvi_unlearn.unlearn._retrain import retrain
 from scvi_unlearn.unlearn._scrub import ScrubPlan, scrub
 from scvi_unlearn.unlearn._ssd import ssd
@@ -52,6 +52,7 @@ __all__ = [
     "gradient_ascent",
     "register",
     "run_jobs",
+    "trainer_arguments",
     "retrain",
     "scrub",
     "ssd",
