@@ -28,6 +28,20 @@ _SUMMARY_COLUMNS = (
 )
 
 
+#: colours of the approximate methods in the cost figures (green marks the exact methods)
+_NON_GREEN = (
+    "tab:blue",
+    "tab:orange",
+    "tab:red",
+    "tab:purple",
+    "tab:brown",
+    "tab:pink",
+    "tab:gray",
+    "tab:olive",
+    "tab:cyan",
+)
+
+
 def mean_ci(values, level: float = 0.95) -> tuple[float, float, float]:
     """Mean and Student-t ``level`` interval of ``values`` (NaNs dropped; NaN bounds if n < 2)."""
     v = np.asarray(values, dtype=float)
@@ -269,6 +283,7 @@ class BenchmarkResult:
                 color="tab:green",
                 label="exact: default recipe, epoch budgets",
             )
+            others = iter(_NON_GREEN)  # green is for the exact methods
             for method, grp in t[~t["method"].str.startswith("retrain")].groupby("method"):
                 exact = method == "fast_retrain"
                 ax.errorbar(
@@ -277,7 +292,7 @@ class BenchmarkResult:
                     yerr=grp[col].std(ddof=1) if len(grp) > 1 else None,
                     fmt="D" if exact else "o",
                     ms=8 if exact else 6,
-                    color="tab:green" if exact else None,
+                    color="tab:green" if exact else next(others, None),
                     capsize=3,
                     label=f"exact: {method}" if exact else method,
                 )
