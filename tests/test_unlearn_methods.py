@@ -129,13 +129,14 @@ def _assert_forget_specific_drop(new, trained_model, forget_names, heldout, pbmc
     assert forget_drop > other_drop, (label, forget_drop, other_drop)
 
 
-@pytest.mark.parametrize("method", [m for m in BUILT_IN if m != "retrain"])
+@pytest.mark.parametrize("method", [m for m in BUILT_IN if not m.endswith("retrain")])
 def test_forget_elbo_moves_toward_unseen_level(
     method, runs, trained_model, forget_names, heldout, pbmc
 ):
     """The forget cells' ELBO falls (they were better fit than unseen cells), and by more than
     the ELBO of held-out cells of the other types (the change is specific to the forget set).
-    (A 4-epoch retrain is worse everywhere; the full retrain is checked below.)"""
+    (A 4-epoch retrain is worse everywhere and a fast retrain can be better everywhere than this
+    30-epoch original: both exact methods are checked below.)"""
     new, _ = runs[method]
     _assert_forget_specific_drop(new, trained_model, forget_names, heldout, pbmc, method)
 
@@ -157,12 +158,21 @@ def test_retrain_replays_the_recorded_recipe(trained_model, forget_names, heldou
     assert len(test_idx) == 0
 
 
-def test_fast_retrain_is_exact_with_its_own_budget(trained_model, forget_names):
+def test_fast_retrain_is_exact_with_its_own_budget(trained_model, forget_names, heldout, pbmc):
     """A fresh model on the retain cells only, trained max(min_epochs, ceil(fraction * E))
-    epochs, that keeps the original's recipe for later retrains."""
+    epochs, that keeps the original's recipe for later retrains; the forget cells lose the
+    advantage they had over unseen cells (their ELBO falls relative to held-out cells')."""
     new = trained_model.unlearn(forget_names, method="fast_retrain", seed=0, **QUIET)
+    other = heldout[heldout.obs["cell_type"] != "CD56+ NK"].copy()
+    cells = pbmc[list(forget_names)].copy()
+    gap_old = (
+        per_cell_elbo(trained_model, cells)["elbo"].mean()
+        - per_cell_elbo(trained_model, other)["elbo"].mean()
+    )
+    gap_new = per_cell_elbo(new, cells)["elbo"].mean() - per_cell_elbo(new, other)["elbo"].mean()
+    assert gap_new < gap_old, (gap_old, gap_new)
     epochs = trained_model.train_recipe_["max_epochs"]
-    assert len(new.history_["elbo_train"]) == max(10, int(np.ceil(0.1 * epochs)))
+    assert len(new.history_["elbo_train"]) == max(10, int(np.ceil(0.15 * epochs)))
     assert new.train_recipe_["max_epochs"] == epochs  # the original's, not the short schedule
     assert new.train_recipe_["plan_kwargs"] == trained_model.train_recipe_["plan_kwargs"]
     assert type(new)._training_plan_cls is type(trained_model)._training_plan_cls

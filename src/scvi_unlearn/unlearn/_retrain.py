@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
-
 from scvi_unlearn.unlearn._datamodule import MIN_LAST_BATCH
 from scvi_unlearn.unlearn._registry import register
 
@@ -84,11 +82,7 @@ def retrain(
     if kwargs.get("max_epochs") is not None and int(kwargs["max_epochs"]) < 1:
         raise ValueError(f"max_epochs must be >= 1, got {kwargs['max_epochs']}.")
     splitter = dict(kwargs.get("datasplitter_kwargs") or {})
-    splitter["external_indexing"] = [
-        task.train_indices.copy(),
-        task.validation_indices.copy(),
-        np.asarray([], dtype=int),
-    ]
+    splitter["external_indexing"] = task.retain_indexing()
     batch_size = int(kwargs.get("batch_size") or 128)
     tail = task.train_indices.size % batch_size
     if task.train_indices.size > batch_size and 0 < tail < MIN_LAST_BATCH:
@@ -101,10 +95,5 @@ def retrain(
         kwargs["max_epochs"] = get_max_epochs_heuristic(task.original.adata.n_obs)
     model = task.new_model(copy_weights=False)
     model.train(**kwargs)
-    history = model.history_ or {}
-    for key in ("train_loss_epoch", "elbo_train"):
-        if key in history:
-            for epoch, value in enumerate(np.asarray(history[key]).ravel()):
-                task.log.append({"epoch": epoch, "step": epoch, "loss": float(value)})
-            break
+    task.log_history(model)
     return model

@@ -98,12 +98,28 @@ class UnlearningTask:
             return None
         ds = recipe.get("datasplitter_kwargs")
         if isinstance(ds, dict) and "external_indexing" in ds:
-            ds["external_indexing"] = [
-                self.train_indices.copy(),
-                self.validation_indices.copy(),
-                np.asarray([], dtype=int),
-            ]
+            ds["external_indexing"] = self.retain_indexing()
         return recipe
+
+    def retain_indexing(self) -> list[np.ndarray]:
+        """``[train, validation, test]`` positions of the retain cells in :attr:`adata`, as
+        scvi-tools' ``DataSplitter(external_indexing=...)`` takes them (no test cells): the
+        retain cells keep the role they had in the original's training."""
+        return [
+            self.train_indices.copy(),
+            self.validation_indices.copy(),
+            np.asarray([], dtype=int),
+        ]
+
+    def log_history(self, model) -> None:
+        """Append a model's per-epoch training loss (scvi-tools' ``history_``) to :attr:`log`,
+        for methods that train through ``model.train`` (the retrains)."""
+        history = model.history_ or {}
+        for key in ("train_loss_epoch", "elbo_train"):
+            if key in history:
+                for epoch, value in enumerate(np.asarray(history[key]).ravel()):
+                    self.log.append({"epoch": epoch, "step": epoch, "loss": float(value)})
+                break
 
     @cached_property
     def teacher_module(self):
