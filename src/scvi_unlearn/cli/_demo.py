@@ -1,0 +1,65 @@
+"""``scvi-unlearn demo``: the offline PBMC demo (the README's main job)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the demo (:func:`scvi_unlearn.benchmark._demo.run_demo`).
+
+    Parameters
+    ----------
+    args
+        The parsed command line.
+
+    Returns
+    -------
+    int
+        The exit status (0).
+    """
+    from scvi_unlearn.benchmark._demo import run_demo
+
+    from ._common import interactive
+
+    run_demo(
+        out=Path(args.out),
+        forget_label=args.forget_label,
+        max_epochs=args.max_epochs,
+        method=args.method,
+        seed=args.seed,
+        progress=interactive(),
+    )
+    return 0
+
+
+def add_parser(sub) -> argparse.ArgumentParser:
+    """Add the ``demo`` command to the subcommands ``sub``.
+
+    Parameters
+    ----------
+    sub
+        The ``add_subparsers`` object of the main parser.
+
+    Returns
+    -------
+    argparse.ArgumentParser
+        The command's parser.
+    """
+    demo = sub.add_parser(
+        "demo",
+        help="offline PBMC demo: train scVI, unlearn a rare cell type, audit, table + figure",
+        description=(
+            "Train scVI on the offline PBMC data (scanpy's pbmc68k_reduced, integer counts "
+            "recovered), unlearn a rare cell type, retrain a reference without it, audit both "
+            "with the membership attack, print the table and save a figure."
+        ),
+    )
+    demo.add_argument("--out", default="scvi_unlearn_output", help="output folder")
+    demo.add_argument("--forget-label", default="CD56+ NK", help="cell type to forget")
+    demo.add_argument("--max-epochs", type=int, default=200, help="training epochs")
+    demo.add_argument("--method", default=None, help="unlearning method (default: the default)")
+    demo.add_argument("--seed", type=int, default=0, help="seed of everything")
+    demo.set_defaults(func=run)
+    return demo
