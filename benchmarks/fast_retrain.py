@@ -22,9 +22,9 @@ import pandas as pd
 from equivalence_power import forget_sets, markdown
 
 CONFIGS = {
-    "default (20 epochs, lr 1.2e-2, constant)": {},
-    "cosine decay": {"schedule": "cosine"},
-    "30 epochs": {"max_epochs": 30},
+    "default (0.15 x E = 30 epochs, lr 1.2e-2, constant)": {},
+    "0.1 x E = 20 epochs": {"epoch_fraction": 0.1},
+    "20 epochs, cosine decay": {"epoch_fraction": 0.1, "schedule": "cosine"},
     "15 epochs, lr 1.5e-2": {"max_epochs": 15, "lr": 1.5e-2},
     "12 epochs, lr 2e-2": {"max_epochs": 12, "lr": 2e-2},
     "batch 256, lr 2e-2": {"batch_size": 256, "lr": 2e-2},

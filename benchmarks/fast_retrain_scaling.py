@@ -5,7 +5,8 @@ For each size, cells are simulated (``su.data.simulate``, calibrated on pbmc68k)
 warm-up epoch): the default recipe (scvi-tools' plan, lr 1e-3) and fast_retrain's (KL weight 1,
 lr 1.2e-2).  The full retrain is *not* run: its cost is its per-epoch time x scvi-tools' epoch
 heuristic (400 epochs up to 20k cells, then 8M / n), and fast_retrain's is its per-epoch time x
-its budget ``max(10, ceil(0.1 x E))`` (:func:`scvi_unlearn.unlearn._fast_retrain.fast_budget`).
+its default budget ``max(min_epochs, ceil(epoch_fraction x E))`` (0.15 and 10:
+:func:`scvi_unlearn.unlearn._fast_retrain.fast_budget`).
 
     python benchmarks/fast_retrain_scaling.py --threads 1
 """
@@ -45,11 +46,19 @@ def main() -> None:
     warnings.filterwarnings("ignore")
     logging.getLogger("scvi").setLevel(logging.ERROR)
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+    import inspect
+
     import scvi_unlearn as su
     from scvi_unlearn.unlearn._fast_retrain import fast_budget
 
+    defaults = {
+        k: p.default for k, p in inspect.signature(su.unlearn.fast_retrain).parameters.items()
+    }
+    fraction, floor = defaults["epoch_fraction"], defaults["min_epochs"]
+    budget = lambda e: fast_budget(e, fraction, floor)  # noqa: E731
+
     scvi.settings.seed = 0
-    fast_plan = {"lr": 1.2e-2, "n_epochs_kl_warmup": None, "n_steps_kl_warmup": None}
+    fast_plan = {"lr": defaults["lr"], "n_epochs_kl_warmup": None, "n_steps_kl_warmup": None}
     rows = []
     for n in args.sizes:
         adata = su.data.simulate(n, args.genes, random_state=0)
@@ -57,7 +66,7 @@ def main() -> None:
         default_s = epoch_time(su, adata, None)
         fast_s = epoch_time(su, adata, fast_plan)
         e = get_max_epochs_heuristic(n)
-        f = fast_budget(e, 0.1, 10)
+        f = budget(e)
         rows.append(
             {
                 "cells": f"{n:,}",
@@ -75,7 +84,7 @@ def main() -> None:
     print(markdown(pd.DataFrame(rows)))
     for n in (300_000, 1_000_000):
         e = get_max_epochs_heuristic(n)
-        print(f"{n:,} cells: retrain {e} epochs, fast_retrain {fast_budget(e, 0.1, 10)} epochs")
+        print(f"{n:,} cells: retrain {e} epochs, fast_retrain {budget(e)} epochs")
 
 
 if __name__ == "__main__":

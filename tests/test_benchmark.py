@@ -187,9 +187,10 @@ def test_demo_end_to_end(tmp_path, capsys):
     out = tmp_path / "demo"
     assert main(["demo", "--max-epochs", "10", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert "**calibrated attack**" in printed and "contrastive" in printed
-    assert "per-cell equivalence of 'contrastive':" in printed
+    default = su.unlearn.DEFAULT_METHOD
+    assert "**calibrated attack**" in printed and default in printed
+    assert f"per-cell equivalence of '{default}':" in printed
     for name in ("benchmark_table.csv", "summary.md", "roc_calibrated.png", "latent_umap.png"):
         assert (out / name).stat().st_size > 0
     table = pd.read_csv(out / "benchmark_table.csv")
-    assert set(table["method"]) == {"original", "retrain", "retrain_25pct", "contrastive"}
+    assert set(table["method"]) == {"original", "retrain", "retrain_25pct", default}

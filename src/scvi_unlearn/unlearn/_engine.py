@@ -33,8 +33,9 @@ from scvi_unlearn.unlearn._record import new_record
 from scvi_unlearn.unlearn._registry import bind_hyperparameters, get_method
 from scvi_unlearn.unlearn._task import UnlearningTask, _minimal_copy
 
-#: method used when ``unlearn()`` is called without one (see docs/unlearning.md for why)
-DEFAULT_METHOD = "contrastive"
+#: method used when ``unlearn()`` is called without one: the only one that passes the per-cell
+#: retrain-equivalence verdict (exact, fast schedule; see docs/fast_unlearning.md for why)
+DEFAULT_METHOD = "fast_retrain"
 
 _ON_DEGRADATION = ("warn", "raise")
 
