@@ -43,6 +43,32 @@ def decision(row, margin: float, alpha: float = 0.05) -> str:
     return "no power"
 
 
+def setting(cache: str, threads: int, max_epochs: int = 200):
+    """Quiet one-thread torch, pbmc68k with its split (seed 0), and the original model: loaded
+    from ``cache/original`` or trained (200 epochs, seed 0) and saved there.  Shared by the
+    benchmark scripts that reuse this cache."""
+    import scvi
+    import torch
+
+    torch.set_num_threads(threads)
+    warnings.filterwarnings("ignore")
+    logging.getLogger("scvi").setLevel(logging.ERROR)
+    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+    import scvi_unlearn as su
+    from scvi_unlearn.benchmark._runner import train_original
+
+    scvi.settings.seed = 0
+    adata = su.data.pbmc68k()
+    su.data.membership_split(adata, holdout=0.3, stratify="cell_type", seed=0)
+    path = Path(cache) / "original"
+    if path.exists():
+        model = su.SCVI.load(str(path))
+    else:
+        model = train_original(adata, train_kwargs={"max_epochs": max_epochs}, seed=0)
+        model.save(str(path), save_anndata=True)
+    return su, adata, model
+
+
 def forget_sets(su, adata):
     return {
         "CD56+ NK (22)": su.data.forget_by_label(adata, "CD56+ NK"),
@@ -65,32 +91,14 @@ def main() -> None:
     parser.add_argument("--out", default=None, help="CSV of every test")
     args = parser.parse_args()
 
-    import scvi
-    import torch
-
-    torch.set_num_threads(args.threads)
-    warnings.filterwarnings("ignore")
-    logging.getLogger("scvi").setLevel(logging.ERROR)
-    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
-    import scvi_unlearn as su
-    from scvi_unlearn.benchmark._runner import train_original
-
-    scvi.settings.seed = 0
     t0 = time.perf_counter()
-    cache = Path(args.cache)
-    adata = su.data.pbmc68k()
-    su.data.membership_split(adata, holdout=0.3, stratify="cell_type", seed=0)
-    if (cache / "original").exists():
-        model = su.SCVI.load(str(cache / "original"))
-    else:
-        model = train_original(adata, train_kwargs={"max_epochs": args.max_epochs}, seed=0)
-        model.save(str(cache / "original"), save_anndata=True)
+    su, adata, model = setting(args.cache, args.threads, args.max_epochs)
     rng = np.random.default_rng(0)
     rows = []
     for set_name, forget in forget_sets(su, adata).items():
         if args.sets and set_name not in args.sets:
             continue
-        folder = cache / set_name.split(" (")[0].replace("+", "p").replace(" ", "_")
+        folder = Path(args.cache) / set_name.split(" (")[0].replace("+", "p").replace(" ", "_")
         retrains = su.attack.train_references(model, forget, range(args.retrains), folder=folder)
         candidates = {"original": model}
         runs = su.unlearn.run_jobs(

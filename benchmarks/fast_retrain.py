@@ -13,13 +13,11 @@ package's Lightning machinery and measured in this process.
 from __future__ import annotations
 
 import argparse
-import logging
-import warnings
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from equivalence_power import forget_sets, markdown
+from equivalence_power import forget_sets, markdown, setting
 
 CONFIGS = {
     "default (0.15 x E = 30 epochs, lr 1.2e-2, constant)": {},
@@ -39,31 +37,13 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     args = parser.parse_args()
 
-    import scvi
-    import torch
-
-    torch.set_num_threads(args.threads)
-    warnings.filterwarnings("ignore")
-    logging.getLogger("scvi").setLevel(logging.ERROR)
-    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
-    import scvi_unlearn as su
-    from scvi_unlearn.benchmark._runner import train_original
-
-    scvi.settings.seed = 0
-    cache = Path(args.cache)
-    adata = su.data.pbmc68k()
-    su.data.membership_split(adata, holdout=0.3, stratify="cell_type", seed=0)
-    if (cache / "original").exists():
-        model = su.SCVI.load(str(cache / "original"))
-    else:
-        model = train_original(adata, train_kwargs={"max_epochs": 200}, seed=0)
-        model.save(str(cache / "original"), save_anndata=True)
+    su, adata, model = setting(args.cache, args.threads)
     configs = {k: v for k, v in CONFIGS.items() if not args.configs or k in args.configs}
     rows = []
     for set_name, forget in forget_sets(su, adata).items():
         if set_name not in SETS:
             continue
-        folder = cache / set_name.split(" (")[0].replace("+", "p").replace(" ", "_")
+        folder = Path(args.cache) / set_name.split(" (")[0].replace("+", "p").replace(" ", "_")
         refs = su.attack.train_references(model, forget, range(5), folder=folder)
         score_cache = su.attack.ScoreCache(adata, n_draws=8, seed=0)
         [(_, full_time)] = su.unlearn.run_jobs(
