@@ -484,3 +484,17 @@ def test_retrain_target_equivalence_reuses_reference_scores(pbmc, cells, origina
     assert len(target.score_cache._tables) == n_tables + groups
     assert rep.decision == "remembers" and null.statistic < rep.statistic
     assert rep.protocol["n_references"] == 3
+
+
+def test_extra_null_models_sharpen_the_null(pbmc, cells, original, retrains):
+    """A retrain outside the references adds one null test (and one degree of freedom)."""
+    refs = retrains[:3]
+    plain = su.attack.equivalence_test(original, refs, cells["members"], adata=pbmc)
+    more = su.attack.equivalence_test(
+        original, refs, cells["members"], adata=pbmc, null_models=[retrains[3]]
+    )
+    assert plain.test.df == 2 and more.test.df == 3
+    assert len(more.null_z["forget"]) == 4
+    assert list(more.null_aggregates["null_model"].unique())[-1] == "null model 0"
+    assert more.statistic == plain.statistic  # the candidate's z does not depend on the nulls
+    assert more.protocol["n_null_models"] == 1

@@ -113,13 +113,13 @@ class ScoreCache:
         ).reshape(len(models), names.size)
 
 
-def _group_stats(ref_scores: np.ndarray, cand: np.ndarray, nulls: list[tuple[str, np.ndarray]]):
+def _group_stats(ref_scores: np.ndarray, cand: np.ndarray, nulls: list[np.ndarray]):
     """Candidate z and the null models' z of one group (LOO nulls first, then extra models)."""
     k = ref_scores.shape[0]
     if ref_scores.shape[1] == 0:
         return np.array([]), [np.array([]) for _ in range(k + len(nulls))], None
     ref = ReferenceModel.fit(ref_scores)
-    null_z = loo_null_z(ref_scores) + [ref.z(s) for _, s in nulls]
+    null_z = loo_null_z(ref_scores) + [ref.z(s) for s in nulls]
     return ref.z(cand), null_z, ref
 
 
@@ -231,10 +231,7 @@ def equivalence_test(
     for group, names in cells.items():
         ref_scores = cache.scores(references, group, names, statistic)
         cand = cache.scores([model], group, names, statistic)[0]
-        extra = [
-            (f"null {j}", cache.scores([m], group, names, statistic)[0])
-            for j, m in enumerate(null_models)
-        ]
+        extra = [cache.scores([m], group, names, statistic)[0] for m in null_models]
         z[group], null_z[group], refs[group] = _group_stats(ref_scores, cand, extra)
         elbo[group] = (
             cache.scores([model], group, names, "elbo")[0].mean() if names.size else np.nan,
