@@ -11,6 +11,7 @@ method lives in its own module and documents its paper, hyper-parameters and mea
 
 from scvi_unlearn.unlearn._contrastive import ContrastivePlan, contrastive
 from scvi_unlearn.unlearn._datamodule import RetainForgetDataModule
+from scvi_unlearn.unlearn._dp_sgd import dp_sgd, train_private
 from scvi_unlearn.unlearn._engine import DEFAULT_METHOD
 from scvi_unlearn.unlearn._fast_retrain import CosineTrainingPlan, fast_retrain
 from scvi_unlearn.unlearn._finetune import RetainTrainingPlan, finetune
@@ -44,6 +45,7 @@ __all__ = [
     "UnlearningTrainingPlan",
     "UnlearningWarning",
     "contrastive",
+    "dp_sgd",
     "fast_retrain",
     "finetune",
     "fisher",
@@ -52,6 +54,7 @@ __all__ = [
     "gradient_ascent",
     "register",
     "run_jobs",
+    "train_private",
     "trainer_arguments",
     "retrain",
     "scrub",

@@ -65,7 +65,7 @@ class UnlearningTask:
         self._managers: list = []
 
     # ------------------------------------------------------------------ models
-    def new_model(self, *, copy_weights: bool):
+    def new_model(self, *, copy_weights: bool, **init_overrides):
         """A new model of the original's class and init arguments, bound to :attr:`adata`.
 
         Parameters
@@ -73,7 +73,12 @@ class UnlearningTask:
         copy_weights
             Start from a deep copy of the original's weights (fine-tuning methods) or from a
             fresh initialisation (retraining; drawn from the seeded global generator).
+        **init_overrides
+            Init arguments that replace the original's (e.g. DP-SGD's LayerNorm instead of
+            BatchNorm); only with ``copy_weights=False``.
         """
+        if copy_weights and init_overrides:
+            raise ValueError("Init overrides change the architecture: copy_weights must be False.")
         init = copy.deepcopy(self.original.init_params_)
         if "non_kwargs" in init:
             non_kwargs = init["non_kwargs"]
@@ -81,6 +86,7 @@ class UnlearningTask:
         else:  # pragma: no cover - pre-1.0 checkpoints
             non_kwargs = {k: v for k, v in init.items() if not isinstance(v, dict)}
             kwargs = {k: v for d in init.values() if isinstance(d, dict) for k, v in d.items()}
+        kwargs.update(init_overrides)
         model = type(self.original)(self.adata, **non_kwargs, **kwargs)
         if copy_weights:
             model.module.load_state_dict(copy.deepcopy(self.original.module.state_dict()))

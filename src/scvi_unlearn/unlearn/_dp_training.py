@@ -1,0 +1,442 @@
+"""DP-SGD training of an scVI module through Opacus: the per-cell wrapper and the loop.
+
+The machinery behind :func:`scvi_unlearn.unlearn.dp_sgd` and
+:func:`scvi_unlearn.unlearn.train_private` (Abadi et al. 2016, "Deep Learning with Differential
+Privacy", ACM CCS; Yousefpour et al. 2021, "Opacus: User-Friendly Differential Privacy Library in
+PyTorch", arXiv:2109.12298).  What Opacus needs of scVI is listed in the docstring of
+:mod:`scvi_unlearn.unlearn._dp_sgd` and in ``docs/dp_sgd.md``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+import warnings
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from scvi import REGISTRY_KEYS
+from scvi.module._constants import MODULE_KEYS
+from torch import nn
+from torch.func import functional_call
+from torch.nn import functional as F
+
+#: accountants of Opacus' ``PrivacyEngine`` accepted here
+ACCOUNTANTS = ("prv", "rdp", "gdp")
+
+#: Opacus / torch warnings that do not concern the user: secure_mode off (noise from torch's
+#: ordinary generator, see the Notes of :func:`dp_sgd`), the RDP order grid, and full backward
+#: hooks firing on module outputs (the inputs are data, which need no gradient)
+_OPACUS_NOISE = (
+    ".*Secure RNG turned off.*",
+    ".*Optimal order is the largest alpha.*",
+    ".*Full backward hook is firing.*",
+)
+
+#: registry keys that are not per-cell tensors
+_SKIP_KEYS = (REGISTRY_KEYS.MINIFY_TYPE_KEY,)
+
+
+# ---------------------------------------------------------------------------- wrapper
+class PerCellELBO(nn.Module):
+    """Tensor-input wrapper of a scVI :class:`~scvi.module.VAE` returning per-cell losses.
+
+    ``forward(*tensors)`` takes the registry tensors of a minibatch (in the order of ``keys``;
+    every tensor has the cells along its first dimension) and returns the negative ELBO of each
+    cell, ``reconstruction NLL + kl_weight * KL(q(z|x) || p(z)) + KL(q(l|x) || p(l))``: one loss
+    per cell, as DP-SGD's per-example clipping needs.
+
+    The VAE's dispersion ``px_r`` (``dispersion`` ``"gene"``, ``"gene-batch"`` or
+    ``"gene-label"``) is a parameter of the VAE module itself, which Opacus cannot differentiate
+    per cell.  It is moved into :attr:`dispersion`, an ``nn.Linear(k, n_genes, bias=False)``
+    with weight ``px_r`` (reshaped to ``(n_genes, k)``) applied to a column of ones
+    (``"gene"``, ``k = 1``) or to the one-hot batch / label of the cell, which gives every cell
+    exactly the row of ``px_r`` that scVI would use.  The VAE's own ``px_r`` is frozen and
+    replaced by this per-cell value during the forward pass (:func:`torch.func.functional_call`);
+    :meth:`write_back` copies the trained value into it.
+
+    Parameters
+    ----------
+    vae
+        The scVI module (modified: its ``px_r`` is frozen until :meth:`write_back`).
+    keys
+        Registry keys of the positional inputs of :meth:`forward`.
+    kl_weight
+        Weight of the KL divergence of ``z`` (1: the ELBO).
+    """
+
+    def __init__(self, vae: nn.Module, keys: Sequence[str], kl_weight: float = 1.0):
+        super().__init__()
+        self.vae = vae
+        self.keys = tuple(keys)
+        self.kl_weight = float(kl_weight)
+        self.mode = getattr(vae, "dispersion", "gene-cell")
+        px_r = getattr(vae, "px_r", None)
+        if self.mode in ("gene", "gene-batch", "gene-label") and isinstance(px_r, nn.Parameter):
+            n_genes = px_r.shape[0]
+            k = 1 if px_r.dim() == 1 else px_r.shape[1]
+            self.dispersion: nn.Linear | None = nn.Linear(k, n_genes, bias=False)
+            with torch.no_grad():
+                self.dispersion.weight.copy_(px_r.detach().reshape(n_genes, k))
+            px_r.requires_grad_(False)
+        else:
+            self.dispersion = None
+
+    def _dispersion_input(self, tensors: dict[str, torch.Tensor], n: int) -> torch.Tensor:
+        weight = self.dispersion.weight
+        if self.mode == "gene":
+            return torch.ones(n, 1, dtype=weight.dtype, device=weight.device)
+        key = REGISTRY_KEYS.BATCH_KEY if self.mode == "gene-batch" else REGISTRY_KEYS.LABELS_KEY
+        index = tensors[key].reshape(n, -1)[:, 0].long()
+        return F.one_hot(index, weight.shape[1]).to(weight.dtype)
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        """Negative ELBO of each cell (shape ``(n_cells,)``)."""
+        tensors = dict(zip(self.keys, inputs))
+        n = int(inputs[0].shape[0])
+        loss_kwargs = {"kl_weight": self.kl_weight}
+        if self.dispersion is None:
+            _, _, losses = self.vae(tensors, loss_kwargs=loss_kwargs)
+        else:
+            px_r = self.dispersion(self._dispersion_input(tensors, n))  # (n, genes)
+            mode = self.vae.dispersion
+            self.vae.dispersion = "gene"  # generative() then uses px_r as given, per cell
+            try:
+                _, _, losses = functional_call(
+                    self.vae,
+                    {"px_r": px_r},
+                    (tensors,),
+                    {"loss_kwargs": loss_kwargs},
+                    strict=False,
+                )
+            finally:
+                self.vae.dispersion = mode
+        rec = losses.reconstruction_loss["reconstruction_loss"]
+        kl_z = losses.kl_local[MODULE_KEYS.KL_Z_KEY]
+        kl_l = losses.kl_local[MODULE_KEYS.KL_L_KEY]
+        return rec + self.kl_weight * kl_z + kl_l
+
+    def write_back(self) -> None:
+        """Copy the trained dispersion into the VAE's ``px_r`` and unfreeze it."""
+        if self.dispersion is None:
+            return
+        px_r = self.vae.px_r
+        with torch.no_grad():
+            px_r.copy_(self.dispersion.weight.detach().reshape(px_r.shape))
+        px_r.requires_grad_(True)
+
+
+class PerCellCriterion(nn.Module):
+    """The criterion handed to Opacus: reduces :class:`PerCellELBO`'s per-cell losses.
+
+    Opacus' ghost clipping sets ``reduction = "none"`` to obtain the per-cell losses (it then
+    runs a second backward pass on the clipped sum); otherwise the mean or sum is returned.
+    """
+
+    def __init__(self, reduction: str = "mean"):
+        super().__init__()
+        self.reduction = reduction
+
+    def forward(self, per_cell: torch.Tensor, target: Any = None) -> torch.Tensor:
+        if self.reduction == "none":
+            return per_cell
+        if self.reduction == "sum":
+            return per_cell.sum()
+        return per_cell.mean()
+
+
+# ---------------------------------------------------------------------------- checks
+def _check_hyperparameters(
+    target_epsilon, target_delta, max_grad_norm, max_epochs, batch_size, lr, accountant
+) -> None:
+    def real(value) -> bool:
+        return isinstance(value, int | float | np.integer | np.floating) and not isinstance(
+            value, bool
+        )
+
+    if not real(target_epsilon) or not math.isfinite(target_epsilon) or target_epsilon <= 0:
+        raise ValueError(
+            f"target_epsilon must be a finite number > 0, got {target_epsilon!r} (epsilon is "
+            "the privacy budget; smaller is more private, typical values 1-10)."
+        )
+    if target_delta is not None and (
+        not real(target_delta) or not math.isfinite(target_delta) or not 0 < target_delta < 1
+    ):
+        raise ValueError(
+            f"target_delta must be in (0, 1) or None (1 / n^2 for n training cells), got "
+            f"{target_delta!r}; it should be well below 1 / n."
+        )
+    if not real(max_grad_norm) or not math.isfinite(max_grad_norm) or max_grad_norm <= 0:
+        raise ValueError(
+            f"max_grad_norm must be a finite number > 0 (the per-cell clipping norm), got "
+            f"{max_grad_norm!r}."
+        )
+    if isinstance(max_epochs, bool) or not isinstance(max_epochs, int | np.integer):
+        raise ValueError(f"max_epochs must be an integer >= 1, got {max_epochs!r}.")
+    if max_epochs < 1:
+        raise ValueError(f"max_epochs must be >= 1, got {max_epochs}.")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int | np.integer):
+        raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}.")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
+    if not real(lr) or not math.isfinite(lr) or lr <= 0:
+        raise ValueError(f"lr must be a finite number > 0, got {lr!r}.")
+    if accountant not in ACCOUNTANTS:
+        raise ValueError(f"accountant must be one of {ACCOUNTANTS}, got {accountant!r}.")
+
+
+def _check_no_batch_norm(module: nn.Module) -> None:
+    bad = [n for n, m in module.named_modules() if isinstance(m, nn.modules.batchnorm._NormBase)]
+    if bad:
+        raise ValueError(
+            f"DP-SGD needs a model without BatchNorm (found {bad[:3]}): BatchNorm mixes the "
+            "cells of a minibatch, so a per-cell gradient is not defined. Build the model "
+            "with use_batch_norm='none', use_layer_norm='both'."
+        )
+
+
+def _device(accelerator: str) -> torch.device:
+    if accelerator == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if accelerator in ("gpu", "cuda"):
+        return torch.device("cuda")
+    if accelerator in ("cpu", "mps"):
+        return torch.device(accelerator)
+    raise ValueError(
+        f"accelerator must be 'auto', 'cpu', 'gpu', 'cuda' or 'mps', got {accelerator!r}."
+    )
+
+
+# ---------------------------------------------------------------------------- data
+def _keys(manager) -> list[str]:
+    keys = [k for k in manager.data_registry if k not in _SKIP_KEYS]
+    # X first: its first dimension is the number of cells of the minibatch
+    return [REGISTRY_KEYS.X_KEY] + [k for k in keys if k != REGISTRY_KEYS.X_KEY]
+
+
+def _fetch_batch(dataset, positions: np.ndarray, keys: Sequence[str], device) -> list:
+    """Registry tensors of the cells at ``positions`` of the model's AnnData."""
+    data = dataset[np.asarray(positions, dtype=int)]
+    return [torch.as_tensor(data[k]).to(device) for k in keys]
+
+
+def _probe_inputs(dataset, keys: Sequence[str], device) -> list[torch.Tensor]:
+    """Two synthetic cells (counts 1, first category, zero covariates): a data-independent
+    input for finding the parameters that receive a gradient."""
+    one = dataset[[0]]
+    out = []
+    for k in keys:
+        ref = torch.as_tensor(one[k])
+        fill = 1 if k == REGISTRY_KEYS.X_KEY else 0
+        out.append(torch.full((2, *ref.shape[1:]), fill, dtype=ref.dtype, device=device))
+    return out
+
+
+def _freeze_unused(wrapper: PerCellELBO, probe: list[torch.Tensor]) -> list[str]:
+    """Freeze the parameters the loss does not reach; return their names."""
+    params = [(n, p) for n, p in wrapper.named_parameters() if p.requires_grad]
+    with torch.enable_grad(), torch.random.fork_rng(devices=[]):
+        loss = wrapper(*probe).sum()
+        grads = torch.autograd.grad(loss, [p for _, p in params], allow_unused=True)
+    frozen = []
+    for (name, p), g in zip(params, grads):
+        if g is None:
+            p.requires_grad_(False)
+            frozen.append(name.removeprefix("vae."))
+    return frozen
+
+
+@contextlib.contextmanager
+def _quiet_opacus():
+    with warnings.catch_warnings():
+        for message in _OPACUS_NOISE:
+            warnings.filterwarnings("ignore", message=message)
+        yield
+
+
+# ---------------------------------------------------------------------------- training
+def train_dp_module(
+    module: nn.Module,
+    manager,
+    train_indices: np.ndarray,
+    *,
+    target_epsilon: float = 8.0,
+    target_delta: float | None = None,
+    max_grad_norm: float = 1.0,
+    max_epochs: int = 50,
+    batch_size: int = 256,
+    lr: float = 1e-2,
+    accountant: str = "prv",
+    accelerator: str = "auto",
+    enable_progress_bar: bool = False,
+    log: list | None = None,
+    log_loss: bool = False,
+    on_epoch_end: Callable[[int], None] | None = None,
+) -> dict[str, Any]:
+    """Train a scVI module in place with DP-SGD (Opacus, ghost clipping) on some cells.
+
+    The core of :func:`dp_sgd` and :func:`train_private`: DP-SGD (Abadi et al. 2016) through
+    Opacus' ``PrivacyEngine.make_private_with_epsilon`` (Yousefpour et al. 2021) (Poisson
+    sampling, ghost clipping, noise calibrated to ``(target_epsilon, target_delta)`` for
+    ``max_epochs`` epochs).  Training runs on a deep copy of ``module`` (Opacus attaches hooks
+    and attributes to the parameters it trains) whose weights are then loaded into ``module``,
+    so ``module`` comes out as a plain scVI module, in eval mode.
+
+    Parameters
+    ----------
+    module
+        A scVI :class:`~scvi.module.VAE` without BatchNorm.
+    manager
+        The :class:`~scvi.data.AnnDataManager` of the model's AnnData.
+    train_indices
+        Positions (in the manager's AnnData) of the training cells: the only cells read.
+    target_epsilon, target_delta, max_grad_norm, max_epochs, batch_size, lr, accountant, \
+accelerator, enable_progress_bar, log_loss
+        See :func:`dp_sgd`.
+    log
+        List to which one dict per epoch is appended (``epoch``, ``step``, and ``loss`` with
+        ``log_loss``); the last one also holds ``epsilon`` and ``delta``.
+    on_epoch_end
+        Optional callable ``f(epoch)`` called after every epoch (used for timing by
+        ``benchmarks/dp_speed.py``).
+
+    Returns
+    -------
+    dict
+        The privacy accounting: ``epsilon`` (Opacus' accountant for the steps taken, an upper
+        bound for ``"prv"``), ``delta``, ``target_epsilon``, ``noise_multiplier``,
+        ``sample_rate``, ``steps``, ``epochs``, ``max_grad_norm``, ``expected_batch_size``,
+        ``n_train``, ``accountant``, ``grad_sample_mode``, ``poisson_sampling``, ``frozen``
+        (parameters that receive no gradient and keep their initial values).
+
+    Raises
+    ------
+    ValueError
+        For a hyper-parameter out of range, a module with BatchNorm, or fewer than 2 cells.
+    """
+    from opacus import PrivacyEngine
+    from scvi.data import AnnTorchDataset
+
+    _check_hyperparameters(
+        target_epsilon, target_delta, max_grad_norm, max_epochs, batch_size, lr, accountant
+    )
+    _check_no_batch_norm(module)
+    train_indices = np.asarray(train_indices, dtype=int)
+    n = int(train_indices.size)
+    if n < 2:
+        raise ValueError(f"DP-SGD needs at least 2 training cells, got {n}.")
+    delta = float(target_delta) if target_delta is not None else 1.0 / n**2
+    device = _device(accelerator)
+
+    keys = _keys(manager)
+    dataset = AnnTorchDataset(manager)
+    work = copy.deepcopy(module).to(device)
+    work.train()  # Opacus records activations only in train mode (dropout stays on)
+    wrapper = PerCellELBO(work, keys).to(device)
+    frozen = _freeze_unused(wrapper, _probe_inputs(dataset, keys, device))
+    params = [p for p in wrapper.parameters() if p.requires_grad]
+
+    # the loader serves positions into train_indices; Opacus replaces its sampler by Poisson
+    # sampling with rate 1 / len(loader) (expected batch size n / ceil(n / batch_size))
+    loader = torch.utils.data.DataLoader(
+        torch.utils.data.TensorDataset(torch.arange(n)), batch_size=min(int(batch_size), n)
+    )
+    with _quiet_opacus():
+        engine = PrivacyEngine(accountant=accountant)
+        dp_module, optimizer, criterion, dp_loader = engine.make_private_with_epsilon(
+            module=wrapper,
+            optimizer=torch.optim.Adam(params, lr=float(lr)),
+            criterion=PerCellCriterion("mean"),
+            data_loader=loader,
+            target_epsilon=float(target_epsilon),
+            target_delta=delta,
+            epochs=int(max_epochs),
+            max_grad_norm=float(max_grad_norm),
+            poisson_sampling=True,
+            grad_sample_mode="ghost",
+        )
+    epochs: Any = range(int(max_epochs))
+    if enable_progress_bar:
+        from tqdm.auto import tqdm
+
+        epochs = tqdm(epochs, desc="DP-SGD", unit="epoch")
+    step = 0
+    try:
+        with _quiet_opacus():
+            dp_module.train()
+            for epoch in epochs:
+                total, count = 0.0, 0
+                for (positions,) in dp_loader:
+                    optimizer.zero_grad(set_to_none=True)
+                    if positions.numel() == 0:
+                        # an empty Poisson sample is still a step (pure noise), as the
+                        # privacy analysis assumes
+                        for p in params:
+                            p.grad = torch.zeros_like(p)
+                        optimizer.step()
+                        step += 1
+                        continue
+                    cells = train_indices[positions.numpy()]
+                    per_cell = dp_module(*_fetch_batch(dataset, cells, keys, device))
+                    criterion(per_cell).backward()  # ghost clipping: two backward passes
+                    optimizer.step()  # clipped sum + Gaussian noise, accountant step
+                    step += 1
+                    if log_loss:
+                        total += float(per_cell.detach().sum())
+                        count += int(per_cell.shape[0])
+                if log is not None:
+                    entry: dict[str, float] = {"epoch": float(epoch), "step": float(step)}
+                    if log_loss:
+                        entry["loss"] = total / max(count, 1)
+                    log.append(entry)
+                if on_epoch_end is not None:
+                    on_epoch_end(epoch)
+    finally:
+        dp_module._close()  # remove Opacus' hooks and parameter attributes
+    with _quiet_opacus():
+        epsilon = float(engine.get_epsilon(delta))
+    wrapper.write_back()
+    module.load_state_dict(work.state_dict())
+    module.eval()
+    accounting = {
+        "epsilon": epsilon,
+        "delta": delta,
+        "target_epsilon": float(target_epsilon),
+        "noise_multiplier": float(optimizer.noise_multiplier),
+        "sample_rate": 1.0 / len(dp_loader),
+        "steps": int(step),
+        "epochs": int(max_epochs),
+        "max_grad_norm": float(max_grad_norm),
+        "expected_batch_size": n / len(dp_loader),
+        "n_train": n,
+        "accountant": accountant,
+        "grad_sample_mode": "ghost",
+        "poisson_sampling": True,
+        "frozen": frozen,
+    }
+    if log:
+        log[-1]["epsilon"] = epsilon
+        log[-1]["delta"] = delta
+    return accounting
+
+
+def _attach_accounting(model, accounting: dict[str, Any]) -> None:
+    """Saved attributes (scvi-tools saves every attribute ending in ``_``)."""
+    model.dp_epsilon_ = accounting["epsilon"]
+    model.dp_delta_ = accounting["delta"]
+    model.dp_accounting_ = dict(accounting)
+
+
+def _warn_library_prior(model) -> None:
+    if not getattr(model.module, "use_observed_lib_size", True):
+        warnings.warn(
+            "use_observed_lib_size=False: the library-size prior (library_log_means / "
+            "library_log_vars buffers) is computed by scvi-tools from the model's cells "
+            "without noise, so it is not covered by the DP guarantee. Use the observed "
+            "library size (the default) for a fully private model.",
+            UserWarning,
+            stacklevel=3,
+        )
