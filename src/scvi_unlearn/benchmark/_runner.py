@@ -13,10 +13,12 @@ from anndata import AnnData
 from scvi_unlearn.benchmark._result import BenchmarkResult
 from scvi_unlearn.unlearn._parallel import UnlearningJob, run_jobs
 
-#: ``methods="all"``: the fast exact retrain and every built-in approximate method (``retrain``
-#: with the recorded recipe is always run: the references).
+#: ``methods="all"``: the fast exact retrain, the differentially private retrain and every
+#: built-in approximate method (``retrain`` with the recorded recipe is always run: the
+#: references).
 ALL_METHODS = (
     "fast_retrain",
+    "dp_sgd",
     "finetune",
     "gradient_ascent",
     "ssd",
