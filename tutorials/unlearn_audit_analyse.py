@@ -3,14 +3,17 @@
 #
 # A notebook-style tutorial (percent format: open it in Jupyter with jupytext, VS Code or
 # Spyder, or run it as a script: `python tutorials/unlearn_audit_analyse.py`).  It uses the
-# offline PBMC data, so it runs anywhere; about 2 minutes on 2 CPU cores (1 min 37 s with
-# `scvi.settings.seed = 0`, 2026-11-30).
+# offline PBMC data, so it runs anywhere; about 2 minutes on 2 CPU cores (1 min 37 s,
+# 2026-11-30).
 
 # %%
 import matplotlib
+import scvi
 
 matplotlib.use("Agg")  # remove this line in a notebook to see the figures inline
 import scvi_unlearn as su
+
+scvi.settings.seed = 0  # scvi-tools trains unreproducibly unless a seed is set
 
 # %% [markdown]
 # ## Data and a member / non-member split
