@@ -47,6 +47,7 @@ import time
 import warnings
 
 import numpy as np
+from unlearn_defaults import FORGET_LABEL, setup
 
 
 def _quiet():
@@ -247,30 +248,11 @@ def epsilon_check(acc: dict, args) -> None:
 
 
 # ---------------------------------------------------------------------------- utility
-FORGET_LABEL = "CD56+ NK"
-
-
 def _pbmc_original(cache_dir: str):
-    """pbmc68k, its membership split and the default-recipe original (cached)."""
-    import os
-
-    import scvi_unlearn as su
-    from scvi_unlearn._seeding import isolated_seed
-
-    adata = su.data.pbmc68k()
-    su.data.membership_split(adata, holdout=0.3, stratify="cell_type", seed=0)
-    members = adata[adata.obs["membership"] == "train"].copy()
-    heldout = adata[adata.obs["membership"] == "heldout"].copy()
-    su.SCVI.setup_anndata(members, layer="counts", labels_key="cell_type")
-    path = os.path.join(cache_dir, "original")
-    if os.path.exists(path):
-        model = su.SCVI.load(path, adata=members)
-    else:
-        with isolated_seed(0):
-            model = su.SCVI(members)
-            model.train(train_size=0.9, enable_progress_bar=False)
-        model.save(path, overwrite=True)
-    return model, heldout, su.data.forget_by_label(adata, FORGET_LABEL)
+    """pbmc68k's members, held-out cells and NK forget set, and the default-recipe original
+    (cached): the setting of ``unlearn_defaults.py``, shared with it."""
+    model, _, heldout, forget = setup(cache_dir, None)
+    return model, heldout, forget
 
 
 def utility(args) -> None:
