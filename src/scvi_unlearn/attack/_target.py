@@ -176,7 +176,9 @@ class RetrainTarget:
         cells (split by the forget cells' types) the non-members; draws and seed are the
         audit's.  The references' per-cell scores are computed once and reused for every
         candidate.  See :func:`scvi_unlearn.attack.equivalence_test` for the statistics and
-        ``null_models`` (extra retrains that sharpen the null).
+        ``null_models`` (extra retrains that sharpen the null).  A ``model`` that is one of
+        this target's own retrains is tested against the *other* retrains (which needs at
+        least four): what a retrain gets, for comparison with the candidates.
         """
         source = adata if adata is not None else self.adata
         if source is None:
@@ -185,9 +187,10 @@ class RetrainTarget:
         cache = self.score_cache
         if cache is None or cache.adata is not source:
             cache = self.score_cache = ScoreCache(source, n_draws, seed)
+        references = [m for m in self.models if m is not model]
         return equivalence_test(
             model,
-            self.models,
+            references,
             self.protocol["members"],
             adata=source,
             heldout=self.heldout,
