@@ -9,6 +9,12 @@ method lives in its own module and documents its paper, hyper-parameters and mea
 (see ``docs/unlearning.md``).
 """
 
+from scvi_unlearn.unlearn._budget import (
+    RETAIN_CAP,
+    RETAIN_FLOOR,
+    RETAIN_PER_FORGET,
+    retain_sample_size,
+)
 from scvi_unlearn.unlearn._contrastive import ContrastivePlan, contrastive
 from scvi_unlearn.unlearn._datamodule import RetainForgetDataModule
 from scvi_unlearn.unlearn._dp_sgd import dp_sgd, train_private
@@ -30,6 +36,9 @@ from scvi_unlearn.unlearn._task import UnlearningTask
 __all__ = [
     "DEFAULT_METHOD",
     "METHODS",
+    "RETAIN_CAP",
+    "RETAIN_FLOOR",
+    "RETAIN_PER_FORGET",
     "RETAIN_TOLERANCE",
     "ContrastivePlan",
     "CosineTrainingPlan",
@@ -56,6 +65,7 @@ __all__ = [
     "run_jobs",
     "train_private",
     "trainer_arguments",
+    "retain_sample_size",
     "retrain",
     "scrub",
     "ssd",

@@ -89,6 +89,7 @@ def contrastive(
     kl_weight: float = 1.0,
     batch_size: int = 128,
     forget_batch_size: int | None = None,
+    retain_sample: int | str | None = None,
     accelerator: str = "auto",
     devices: Any = "auto",
     enable_progress_bar: bool = True,
@@ -125,6 +126,11 @@ def contrastive(
         Fixed KL weight of the fine-tune ELBO.
     batch_size, forget_batch_size
         Retain / forget cells per minibatch (``forget_batch_size`` default: ``batch_size``).
+    retain_sample
+        Retain training cells per epoch: ``None`` (default) a fresh random sample of
+        10 x the forget cells, at least 2,048 and at most 16,384 (every retain cell on smaller
+        data), so the cost grows with the forget set and not with the dataset; ``"all"`` or an
+        int to override (:func:`~scvi_unlearn.unlearn.retain_sample_size`).
     accelerator, devices, enable_progress_bar, **trainer_kwargs
         As in :meth:`scvi.model.SCVI.train`.
 
@@ -166,7 +172,12 @@ def contrastive(
     task.fit(
         model,
         plan,
-        task.datamodule(batch_size, with_forget=True, forget_batch_size=forget_batch_size),
+        task.datamodule(
+            batch_size,
+            with_forget=True,
+            forget_batch_size=forget_batch_size,
+            retain_sample=retain_sample,
+        ),
         max_epochs=max_epochs + finetune_epochs,
         accelerator=accelerator,
         devices=devices,

@@ -5,7 +5,9 @@ from __future__ import annotations
 import lightning.pytorch as pl
 import numpy as np
 from lightning.pytorch.utilities import CombinedLoader
+from scvi import settings
 from scvi.dataloaders import AnnDataLoader
+from torch.utils.data import BatchSampler, DataLoader, RandomSampler
 
 #: minibatches smaller than this are dropped from the retain loader (scVI's BatchNorm needs >= 2
 #: cells, and scvi-tools' DataSplitter moves such tails out of the training set for this reason)
@@ -15,8 +17,10 @@ MIN_LAST_BATCH = 3
 class RetainForgetDataModule(pl.LightningDataModule):
     """Training batches ``{"retain": tensors, "forget": tensors | None}``; validation on retain.
 
-    One epoch is one pass over the retain training cells; the forget cells (usually far fewer)
-    are cycled (``CombinedLoader(mode="max_size_cycle")``) so that every step sees a forget
+    One epoch is one pass over the retain training cells, or over a fresh random sample of
+    ``retain_sample`` of them (drawn without replacement, anew every epoch, from the global torch
+    generator, which the unlearning request seeds); the forget cells (usually far fewer) are
+    cycled (``CombinedLoader(mode="max_size_cycle")``) so that every step sees a forget
     minibatch.  Attributes ``train_idx`` / ``val_idx`` / ``test_idx`` / ``n_train`` / ``n_val``
     follow :class:`scvi.dataloaders.DataSplitter`, so :class:`scvi.train.TrainRunner` records the
     retain split as the model's ``train_indices`` / ``validation_indices``.
@@ -35,6 +39,9 @@ class RetainForgetDataModule(pl.LightningDataModule):
         Retain cells per minibatch.
     forget_batch_size
         Forget cells per minibatch (default ``batch_size``).
+    retain_sample
+        Retain training cells per epoch (``None`` or at least the number of training cells: all
+        of them, shuffled).  See :func:`~scvi_unlearn.unlearn.retain_sample_size`.
     """
 
     def __init__(
@@ -46,6 +53,7 @@ class RetainForgetDataModule(pl.LightningDataModule):
         forget_indices: np.ndarray | None = None,
         batch_size: int = 128,
         forget_batch_size: int | None = None,
+        retain_sample: int | None = None,
     ):
         super().__init__()
         if batch_size < 1:
@@ -64,23 +72,26 @@ class RetainForgetDataModule(pl.LightningDataModule):
             raise ValueError("No retain training cells to train on.")
         self.batch_size = int(batch_size)
         self.forget_batch_size = int(forget_batch_size or batch_size)
-        tail = self.n_train % self.batch_size
-        self.drop_last = self.n_train > self.batch_size and 0 < tail < MIN_LAST_BATCH
+        if retain_sample is not None and retain_sample < 1:
+            raise ValueError(f"retain_sample must be >= 1, got {retain_sample}.")
+        self.retain_sample = (
+            None if retain_sample is None or retain_sample >= self.n_train else int(retain_sample)
+        )
+        per_epoch = self.cells_per_epoch
+        tail = per_epoch % self.batch_size
+        self.drop_last = per_epoch > self.batch_size and 0 < tail < MIN_LAST_BATCH
+
+    @property
+    def cells_per_epoch(self) -> int:
+        """Retain training cells one epoch passes over."""
+        return self.n_train if self.retain_sample is None else self.retain_sample
 
     def setup(self, stage: str | None = None):
         pass
 
     def train_dataloader(self):
         """``CombinedLoader({"retain": ..., "forget": ...})`` cycling the forget cells."""
-        loaders = {
-            "retain": AnnDataLoader(
-                self.retain_manager,
-                indices=self.train_idx,
-                batch_size=self.batch_size,
-                shuffle=True,
-                drop_last=self.drop_last,
-            )
-        }
+        loaders = {"retain": self._retain_loader()}
         if self.forget_manager is not None:
             loaders["forget"] = AnnDataLoader(
                 self.forget_manager,
@@ -90,6 +101,31 @@ class RetainForgetDataModule(pl.LightningDataModule):
                 drop_last=False,
             )
         return CombinedLoader(loaders, mode="max_size_cycle")
+
+    def _retain_loader(self):
+        if self.retain_sample is None:
+            return AnnDataLoader(
+                self.retain_manager,
+                indices=self.train_idx,
+                batch_size=self.batch_size,
+                shuffle=True,
+                drop_last=self.drop_last,
+            )
+        # the minibatch path of AnnDataLoader (a BatchSampler as the sampler, no automatic
+        # batching: fast slicing of sparse counts) over a per-epoch random sample
+        dataset = self.retain_manager.create_torch_dataset(indices=self.train_idx)
+        sampler = BatchSampler(
+            RandomSampler(dataset, replacement=False, num_samples=self.retain_sample),
+            batch_size=self.batch_size,
+            drop_last=self.drop_last,
+        )
+        return DataLoader(
+            dataset,
+            sampler=sampler,
+            batch_size=None,
+            num_workers=settings.dl_num_workers,
+            persistent_workers=settings.dl_persistent_workers and settings.dl_num_workers > 0,
+        )
 
     def val_dataloader(self):
         """Retain validation cells (plain batches), or ``None`` without validation cells."""

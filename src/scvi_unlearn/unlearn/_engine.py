@@ -199,7 +199,8 @@ def run_unlearning(
 
     cls = type(model)
     adata_retain = _minimal_copy(model.adata, retain_positions)
-    manager = model.adata_manager.transfer_fields(adata_retain)
+    with isolated_seed(seed):  # scvi-tools' count check samples rows from the global RNG
+        manager = model.adata_manager.transfer_fields(adata_retain)
     cls.register_manager(manager)
     train_idx, val_idx = _retain_split(model, adata_retain)
     task = UnlearningTask(
@@ -235,6 +236,7 @@ def run_unlearning(
     new.is_trained_ = True
     new.module.eval()
     record["log"] = task.log
+    record["budget"] = task.budget
     record["checks"] = checks
     record["method_time_s"] = method_time
     record["wall_time_s"] = time.perf_counter() - t_start

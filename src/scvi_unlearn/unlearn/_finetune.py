@@ -26,6 +26,7 @@ def finetune(
     weight_decay: float = 1e-6,
     kl_weight: float = 1.0,
     batch_size: int = 128,
+    retain_sample: int | str | None = None,
     accelerator: str = "auto",
     devices: Any = "auto",
     enable_progress_bar: bool = True,
@@ -53,6 +54,11 @@ def finetune(
         Fixed weight of KL(q(z|x) || p(z)); 1 is the trained objective.
     batch_size
         Retain cells per minibatch.
+    retain_sample
+        Retain training cells per epoch: ``None`` (default) a fresh random sample of
+        10 x the forget cells, at least 2,048 and at most 16,384 (every retain cell on smaller
+        data), so the cost grows with the forget set and not with the dataset; ``"all"`` or an
+        int to override (:func:`~scvi_unlearn.unlearn.retain_sample_size`).
     accelerator, devices, enable_progress_bar, **trainer_kwargs
         As in :meth:`scvi.model.SCVI.train`.
 
@@ -73,7 +79,7 @@ def finetune(
     task.fit(
         model,
         plan,
-        task.datamodule(batch_size, with_forget=False),
+        task.datamodule(batch_size, with_forget=False, retain_sample=retain_sample),
         max_epochs=max_epochs,
         accelerator=accelerator,
         devices=devices,

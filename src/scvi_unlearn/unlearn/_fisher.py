@@ -49,6 +49,7 @@ def fisher(
     damping: float = 0.1,
     batch_size: int = 128,
     forget_batch_size: int | None = None,
+    retain_sample: int | str | None = None,
     accelerator: str = "auto",
     devices: Any = "auto",
     enable_progress_bar: bool = True,
@@ -93,6 +94,12 @@ def fisher(
         Relative damping of the ascent's preconditioner.
     batch_size, forget_batch_size
         Cells per Fisher backward pass / per retain and forget minibatch of the ascent.
+    retain_sample
+        Retain cells the Fisher ``F_retain`` is averaged over (a seeded random sample) and
+        retain training cells per epoch of the ascent (a fresh sample each epoch): ``None``
+        (default) 10 x the forget cells, at least 2,048 and at most 16,384 (every retain cell on
+        smaller data), so the cost grows with the forget set and not with the dataset; ``"all"``
+        or an int to override (:func:`~scvi_unlearn.unlearn.retain_sample_size`).
     accelerator, devices, enable_progress_bar, **trainer_kwargs
         As in :meth:`scvi.model.SCVI.train` (ascent only).
 
@@ -115,7 +122,14 @@ def fisher(
         raise ValueError("ascent_epochs and forget_margin must be >= 0 and damping > 0.")
     model = task.new_model(copy_weights=True)
     model.module.eval()
-    f_r = retain_importance(task, model, n_draws=n_draws, seed=task.seed, batch_size=batch_size)
+    f_r = retain_importance(
+        task,
+        model,
+        n_draws=n_draws,
+        seed=task.seed,
+        batch_size=batch_size,
+        retain_sample=retain_sample,
+    )
     params = dict(model.module.named_parameters())
 
     if ascent_epochs > 0:
@@ -134,7 +148,12 @@ def fisher(
         task.fit(
             model,
             plan,
-            task.datamodule(batch_size, with_forget=True, forget_batch_size=forget_batch_size),
+            task.datamodule(
+                batch_size,
+                with_forget=True,
+                forget_batch_size=forget_batch_size,
+                retain_sample=retain_sample,
+            ),
             max_epochs=ascent_epochs,
             accelerator=accelerator,
             devices=devices,

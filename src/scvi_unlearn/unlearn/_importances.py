@@ -9,11 +9,19 @@ from __future__ import annotations
 import torch
 
 
-def retain_importance(task, model, *, n_draws: int, seed: int, batch_size: int):
-    """Fisher of ``model`` (a copy with the original weights) on all retain cells."""
+def retain_importance(
+    task, model, *, n_draws: int, seed: int, batch_size: int, retain_sample: int | str | None
+):
+    """Fisher of ``model`` (a copy with the original weights, bound to the retain cells): the
+    mean over a random sample of retain cells (:meth:`UnlearningTask.retain_sample_positions`;
+    every retain cell when the sample covers them)."""
     from scvi_unlearn.fisher import diagonal_fisher
 
-    return diagonal_fisher(model, n_draws=n_draws, seed=seed, batch_size=batch_size)
+    cells = task.retain_sample_positions(retain_sample)
+    indices = None if cells.size == task.adata.n_obs else cells
+    return diagonal_fisher(
+        model, indices=indices, n_draws=n_draws, seed=seed, batch_size=batch_size
+    )
 
 
 def forget_importance(task, *, n_draws: int, seed: int, batch_size: int):

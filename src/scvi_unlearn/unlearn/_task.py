@@ -10,6 +10,7 @@ import numpy as np
 from anndata import AnnData
 from scvi.train import TrainRunner
 
+from scvi_unlearn.unlearn._budget import retain_sample_size, sample_positions
 from scvi_unlearn.unlearn._datamodule import RetainForgetDataModule
 
 
@@ -41,6 +42,10 @@ class UnlearningTask:
     log
         List of per-step dicts of floats; methods append their losses (saved in
         ``unlearn_record_["log"]``).
+    budget
+        The retain sample sizes the method used (saved in ``unlearn_record_["budget"]``):
+        ``retain_cells_per_epoch`` (:meth:`datamodule`) and ``retain_cells_importance``
+        (:meth:`retain_sample_positions`).
     """
 
     def __init__(
@@ -62,6 +67,7 @@ class UnlearningTask:
         self.n_forget = 0 if forget_positions is None else int(len(forget_positions))
         self.seed = int(seed)
         self.log: list[dict[str, float]] = []
+        self.budget: dict[str, int] = {}
         self._managers: list = []
 
     # ------------------------------------------------------------------ models
@@ -181,9 +187,28 @@ class UnlearningTask:
 
     # ------------------------------------------------------------------ training
     def datamodule(
-        self, batch_size: int = 128, *, with_forget: bool, forget_batch_size: int | None = None
+        self,
+        batch_size: int = 128,
+        *,
+        with_forget: bool,
+        forget_batch_size: int | None = None,
+        retain_sample: int | str | None = None,
     ) -> RetainForgetDataModule:
-        """Retain (and optionally forget) minibatches for :meth:`fit`."""
+        """Retain (and optionally forget) minibatches for :meth:`fit`.
+
+        Parameters
+        ----------
+        batch_size, forget_batch_size
+            Retain / forget cells per minibatch.
+        with_forget
+            Whether every step also gets a (cycled) forget minibatch.
+        retain_sample
+            Retain training cells per epoch, as
+            :func:`~scvi_unlearn.unlearn._budget.retain_sample_size` resolves it (``None``: the
+            default rule, proportional to the forget set; ``"all"``: every cell).
+        """
+        size = retain_sample_size(self.n_forget, self.train_indices.size, retain_sample)
+        self.budget["retain_cells_per_epoch"] = size
         return RetainForgetDataModule(
             self.adata_manager,
             self.train_indices,
@@ -191,7 +216,16 @@ class UnlearningTask:
             forget_manager=self.forget_manager if with_forget else None,
             batch_size=batch_size,
             forget_batch_size=forget_batch_size,
+            retain_sample=size,
         )
+
+    def retain_sample_positions(self, retain_sample: int | str | None = None) -> np.ndarray:
+        """Positions in :attr:`adata` of a seeded random sample of the retain cells (training and
+        validation), sized by :func:`~scvi_unlearn.unlearn._budget.retain_sample_size`; for
+        estimates of a mean over the retain cells (Fisher importances)."""
+        size = retain_sample_size(self.n_forget, self.adata.n_obs, retain_sample)
+        self.budget["retain_cells_importance"] = size
+        return sample_positions(np.arange(self.adata.n_obs), size, self.seed)
 
     def fit(
         self,
