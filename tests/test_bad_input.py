@@ -573,7 +573,7 @@ def test_unknown_method(trained_model, forget_names):
 
 #: the built-in methods: the first five take **trainer_kwargs
 BUILT_IN = ["finetune", "gradient_ascent", "scrub", "contrastive", "fisher"]
-BUILT_IN += ["ssd", "retrain", "fast_retrain", "dp_sgd"]
+BUILT_IN += ["ssd", "retrain", "fast_retrain", "dp_sgd", "extragradient", "mi_regularized"]
 
 
 @pytest.mark.parametrize("method", BUILT_IN)

@@ -25,6 +25,8 @@ ALL_METHODS = (
     "scrub",
     "contrastive",
     "fisher",
+    "extragradient",
+    "mi_regularized",
 )
 #: attacks the benchmark can audit with (``drift`` is comparison-only and needs a baseline).
 BENCHMARK_ATTACKS = ("calibrated", "shadow", "mlp", "threshold")

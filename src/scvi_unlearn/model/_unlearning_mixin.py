@@ -55,7 +55,8 @@ class UnlearningMixin:
         method
             Name of a method in :data:`scvi_unlearn.unlearn.METHODS`: ``"retrain"`` (exact),
             ``"finetune"``, ``"gradient_ascent"``, ``"ssd"``, ``"scrub"``, ``"contrastive"``,
-            ``"fisher"``, or one added with :func:`scvi_unlearn.unlearn.register`.  The default
+            ``"fisher"``, ``"extragradient"``, ``"mi_regularized"``, or one added with
+            :func:`scvi_unlearn.unlearn.register`.  The default
             is chosen by measurement (``docs/unlearning.md``).
         seed
             Seed of every random draw of the method (global generators are seeded inside the

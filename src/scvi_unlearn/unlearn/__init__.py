@@ -19,11 +19,18 @@ from scvi_unlearn.unlearn._contrastive import ContrastivePlan, contrastive
 from scvi_unlearn.unlearn._datamodule import RetainForgetDataModule
 from scvi_unlearn.unlearn._dp_sgd import dp_sgd, train_private
 from scvi_unlearn.unlearn._engine import DEFAULT_METHOD
+from scvi_unlearn.unlearn._extragradient import (
+    ExtraAdam,
+    ExtragradientPlan,
+    ExtraSGD,
+    extragradient,
+)
 from scvi_unlearn.unlearn._fast_retrain import CosineTrainingPlan, fast_retrain
 from scvi_unlearn.unlearn._finetune import RetainTrainingPlan, finetune
 from scvi_unlearn.unlearn._fisher import PreconditionedSGD, fisher
 from scvi_unlearn.unlearn._gradient_ascent import NegGradPlusPlan, gradient_ascent
 from scvi_unlearn.unlearn._guard import RETAIN_TOLERANCE, UnlearningError, UnlearningWarning
+from scvi_unlearn.unlearn._mi_regularized import MIRegularizedPlan, mi_regularized
 from scvi_unlearn.unlearn._parallel import UnlearningJob, run_jobs
 from scvi_unlearn.unlearn._plan import NonFiniteLossError, UnlearningTrainingPlan
 from scvi_unlearn.unlearn._record import forget_digest, verify_forget_digest
@@ -41,7 +48,11 @@ __all__ = [
     "RETAIN_PER_FORGET",
     "RETAIN_TOLERANCE",
     "ContrastivePlan",
+    "ExtraAdam",
+    "ExtraSGD",
+    "ExtragradientPlan",
     "CosineTrainingPlan",
+    "MIRegularizedPlan",
     "NegGradPlusPlan",
     "NonFiniteLossError",
     "PreconditionedSGD",
@@ -55,12 +66,14 @@ __all__ = [
     "UnlearningWarning",
     "contrastive",
     "dp_sgd",
+    "extragradient",
     "fast_retrain",
     "finetune",
     "fisher",
     "forget_digest",
     "get_method",
     "gradient_ascent",
+    "mi_regularized",
     "register",
     "run_jobs",
     "train_private",

@@ -50,11 +50,11 @@ def forward_per_cell(module, tensors: dict, kl_weight: float = 1.0) -> PerCellOu
     )
 
 
-def posterior_and_scale(module, tensors: dict) -> tuple[Normal, torch.Tensor]:
-    """Posterior ``q(z | x)`` and the decoder's normalized expression at the posterior mean.
+def posterior_and_likelihood(module, tensors: dict):
+    """Posterior ``q(z | x)`` and the decoder's count distribution ``p(x | z)`` at its mean.
 
     Deterministic given the weights (``z`` = posterior mean), so that divergences between two
-    models are not blurred by sampling noise.
+    models, or per-cell scores used by a critic, are not blurred by sampling noise.
     """
     inference_inputs = module._get_inference_input(tensors)
     inference_outputs = module.inference(**inference_inputs)
@@ -63,7 +63,14 @@ def posterior_and_scale(module, tensors: dict) -> tuple[Normal, torch.Tensor]:
     at_mean[MODULE_KEYS.Z_KEY] = qz.loc
     generative_inputs = module._get_generative_input(tensors, at_mean)
     generative_outputs = module.generative(**generative_inputs)
-    return qz, generative_outputs[MODULE_KEYS.PX_KEY].scale
+    return qz, generative_outputs[MODULE_KEYS.PX_KEY]
+
+
+def posterior_and_scale(module, tensors: dict) -> tuple[Normal, torch.Tensor]:
+    """Posterior ``q(z | x)`` and the decoder's normalized expression at the posterior mean
+    (see :func:`posterior_and_likelihood`)."""
+    qz, px = posterior_and_likelihood(module, tensors)
+    return qz, px.scale
 
 
 def posterior_kl(q_from: Normal, q_to: Normal) -> torch.Tensor:

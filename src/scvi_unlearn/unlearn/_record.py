@@ -16,6 +16,7 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 import numpy as np
+from anndata import AnnData
 
 #: version of the record layout
 RECORD_VERSION = 1
@@ -60,9 +61,15 @@ def package_versions() -> dict[str, str | None]:
 
 
 def plain(value: Any) -> Any:
-    """A picklable, human-readable copy of a hyper-parameter value (repr for objects)."""
+    """A picklable, human-readable copy of a hyper-parameter value (repr for objects).
+
+    An AnnData (e.g. ``nonmembers`` of the critic methods) becomes a summary,
+    ``"AnnData of <n> cells x <m> genes"``: no cell names enter the record.
+    """
     if value is None or isinstance(value, bool | int | float | str):
         return value
+    if isinstance(value, AnnData):
+        return f"AnnData of {value.n_obs} cells x {value.n_vars} genes"
     if isinstance(value, np.generic):
         return value.item()
     if isinstance(value, list | tuple):
