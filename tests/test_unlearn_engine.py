@@ -388,3 +388,13 @@ def test_trainer_arguments_are_passed_through(trained_model, forget_names):
         trained_model.unlearn(
             forget_names, method="finetune", max_epochs=1, accelerator="not_an_accelerator"
         )
+
+
+@pytest.mark.parametrize("method", ["retrain", "fast_retrain"])
+def test_exact_methods_pass_trainer_arguments_through(trained_model, forget_names, method):
+    """e.g. ``strategy`` for several devices reaches the retrain's Trainer."""
+    new = trained_model.unlearn(
+        forget_names, method=method, max_epochs=1, log_every_n_steps=1, seed=0, **QUIET
+    )
+    assert new.trainer.log_every_n_steps == 1
+    assert new.unlearn_record_["hyperparameters"]["log_every_n_steps"] == 1

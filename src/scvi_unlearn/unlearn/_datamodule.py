@@ -9,6 +9,8 @@ from scvi import settings
 from scvi.dataloaders import AnnDataLoader
 from torch.utils.data import BatchSampler, DataLoader, RandomSampler
 
+from scvi_unlearn.unlearn._budget import sample_positions
+
 #: minibatches smaller than this are dropped from the retain loader (scVI's BatchNorm needs >= 2
 #: cells, and scvi-tools' DataSplitter moves such tails out of the training set for this reason)
 MIN_LAST_BATCH = 3
@@ -42,6 +44,16 @@ class RetainForgetDataModule(pl.LightningDataModule):
     retain_sample
         Retain training cells per epoch (``None`` or at least the number of training cells: all
         of them, shuffled).  See :func:`~scvi_unlearn.unlearn.retain_sample_size`.
+    seed
+        Seed of the fixed retain sample used under DDP (see :attr:`distributed`).
+
+    Attributes
+    ----------
+    distributed
+        Set by :meth:`UnlearningTask.fit` under a DDP strategy: every loader then shards its
+        minibatches over the processes with scvi-tools' ``BatchDistributedSampler`` (as
+        scvi-tools' own ``DataSplitter`` does), and a retain sample is drawn once (seeded, the
+        same on every process) instead of anew every epoch.
     """
 
     def __init__(
@@ -54,8 +66,11 @@ class RetainForgetDataModule(pl.LightningDataModule):
         batch_size: int = 128,
         forget_batch_size: int | None = None,
         retain_sample: int | None = None,
+        seed: int = 0,
     ):
         super().__init__()
+        self.distributed = False
+        self.seed = int(seed)
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
         self.retain_manager = retain_manager
@@ -99,17 +114,22 @@ class RetainForgetDataModule(pl.LightningDataModule):
                 batch_size=self.forget_batch_size,
                 shuffle=True,
                 drop_last=False,
+                distributed_sampler=self.distributed,
             )
         return CombinedLoader(loaders, mode="max_size_cycle")
 
     def _retain_loader(self):
-        if self.retain_sample is None:
+        if self.retain_sample is None or self.distributed:
+            indices = self.train_idx
+            if self.retain_sample is not None:
+                indices = sample_positions(indices, self.retain_sample, self.seed)
             return AnnDataLoader(
                 self.retain_manager,
-                indices=self.train_idx,
+                indices=indices,
                 batch_size=self.batch_size,
                 shuffle=True,
                 drop_last=self.drop_last,
+                distributed_sampler=self.distributed,
             )
         # the minibatch path of AnnDataLoader (a BatchSampler as the sampler, no automatic
         # batching: fast slicing of sparse counts) over a per-epoch random sample
@@ -132,5 +152,9 @@ class RetainForgetDataModule(pl.LightningDataModule):
         if self.n_val == 0:
             return None
         return AnnDataLoader(
-            self.retain_manager, indices=self.val_idx, batch_size=self.batch_size, shuffle=False
+            self.retain_manager,
+            indices=self.val_idx,
+            batch_size=self.batch_size,
+            shuffle=False,
+            distributed_sampler=self.distributed,
         )

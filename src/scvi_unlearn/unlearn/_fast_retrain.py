@@ -56,6 +56,7 @@ def fast_retrain(
     accelerator: str = "auto",
     devices: Any = "auto",
     enable_progress_bar: bool = True,
+    **trainer_kwargs,
 ):
     """Exact unlearning: a fresh model on the retain cells with a short, fast schedule.
 
@@ -84,8 +85,8 @@ def fast_retrain(
         budget, see Notes).
     batch_size
         Retain cells per minibatch.
-    accelerator, devices, enable_progress_bar
-        As in :meth:`scvi.model.SCVI.train`.
+    accelerator, devices, enable_progress_bar, **trainer_kwargs
+        As in :meth:`scvi.model.SCVI.train` (e.g. ``strategy`` for several devices).
 
     Notes
     -----
@@ -142,6 +143,7 @@ def fast_retrain(
         devices=devices,
         enable_progress_bar=enable_progress_bar,
         early_stopping=False,
+        **trainer_kwargs,
     )
     model.__dict__.pop("_training_plan_cls", None)  # back to the class's own plan
     # keep the original's recipe (as retrain does): a later exact retrain of this model, or a

@@ -25,6 +25,7 @@ def retrain(
     accelerator: str | None = None,
     devices: Any = None,
     enable_progress_bar: bool | None = None,
+    **trainer_kwargs,
 ):
     """Exact unlearning: a fresh model trained with the original recipe on the retain cells.
 
@@ -51,6 +52,9 @@ def retrain(
         cost-matched exact baseline (e.g. 25% or 50% of the original's epochs).
     accelerator, devices, enable_progress_bar
         ``None`` (default): as recorded; otherwise override the recorded value.
+    **trainer_kwargs
+        Other :class:`scvi.train.Trainer` arguments for this run (e.g. ``strategy`` for several
+        devices), overriding the recorded ones.
 
     Notes
     -----
@@ -79,6 +83,7 @@ def retrain(
     ):
         if value is not None:
             kwargs[key] = value
+    kwargs.update(trainer_kwargs)
     if kwargs.get("max_epochs") is not None and int(kwargs["max_epochs"]) < 1:
         raise ValueError(f"max_epochs must be >= 1, got {kwargs['max_epochs']}.")
     splitter = dict(kwargs.get("datasplitter_kwargs") or {})

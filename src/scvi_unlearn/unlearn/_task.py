@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 from anndata import AnnData
+from scvi.model._utils import use_distributed_sampler
 from scvi.train import TrainRunner
 
 from scvi_unlearn.unlearn._budget import retain_sample_size, sample_positions
@@ -217,6 +218,7 @@ class UnlearningTask:
             batch_size=batch_size,
             forget_batch_size=forget_batch_size,
             retain_sample=size,
+            seed=self.seed,
         )
 
     def retain_sample_positions(self, retain_sample: int | str | None = None) -> np.ndarray:
@@ -247,6 +249,8 @@ class UnlearningTask:
         if max_epochs < 1:
             raise ValueError(f"max_epochs must be >= 1, got {max_epochs}.")
         trainer_kwargs.setdefault("early_stopping", False)
+        if use_distributed_sampler(trainer_kwargs.get("strategy")):
+            datamodule.distributed = True  # shard minibatches over the processes
         runner = TrainRunner(
             model,
             training_plan=plan,

@@ -1,0 +1,136 @@
+"""Several devices: an unlearning method on 2 DDP processes (CPU) against the same on one.
+
+Setting: the offline PBMC data (``su.data.pbmc68k()``), the stratified 70/30 member split, a
+default ``su.SCVI`` trained ``--epochs`` epochs on the members (seed 0), forget = the CD56+ NK
+members.  Each method in ``--methods`` runs with its defaults, once on one process and once
+with Lightning's DDP on 2 CPU processes (``accelerator="cpu", devices=2,
+strategy="ddp_find_unused_parameters_true"``: scVI has parameters that get no gradient, e.g. the
+library encoder with observed library sizes, which plain ``"ddp"`` refuses).  Printed: the mean
+per-cell ELBO (8 draws, seed 0) of the forget cells, of the held-out CD56+ NK cells and of the
+other held-out cells, for both runs.
+
+Every run is its own process (Lightning's DDP launcher starts the second rank by re-running
+the command), loading the saved original; rank 0 writes the scores.
+Under DDP each process sees half of every epoch's minibatches and gradients are averaged, so
+the result is not bit-identical to one process (and BatchNorm statistics are per process);
+the question is whether its quality is the same.
+
+    python benchmarks/ddp_quality.py --threads 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import anndata as ad
+
+
+def _quiet(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+    warnings.filterwarnings("ignore")
+    for name in ("scvi", "lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def _sets(su, adata) -> dict:
+    forget = su.data.forget_by_label(adata, "CD56+ NK")
+    heldout = adata[adata.obs["membership"] != "train"]
+    return {
+        "forget": adata[forget].copy(),
+        "same-type held-out": heldout[heldout.obs["cell_type"] == "CD56+ NK"].copy(),
+        "other held-out": heldout[heldout.obs["cell_type"] != "CD56+ NK"].copy(),
+    }
+
+
+def _scores(su, model, sets: dict) -> dict:
+    return {k: float(su.metrics.per_cell_elbo(model, a)["elbo"].mean()) for k, a in sets.items()}
+
+
+def run_one(folder: Path, method: str, devices: int) -> dict | None:
+    """Unlearn with ``method`` on ``devices`` processes; rank 0 returns the scores."""
+    import scvi
+
+    import scvi_unlearn as su
+
+    scvi.settings.seed = 0
+    adata = ad.read_h5ad(folder / "adata.h5ad")
+    model = su.SCVI.load(str(folder / "model"))
+    sets = _sets(su, adata)
+    extra = {"devices": 2, "strategy": "ddp_find_unused_parameters_true"} if devices == 2 else {}
+    t0 = time.perf_counter()
+    new = model.unlearn(
+        list(sets["forget"].obs_names), method=method, seed=0, accelerator="cpu",
+        enable_progress_bar=False, **extra,
+    )  # fmt: skip
+    seconds = time.perf_counter() - t0
+    if int(os.environ.get("LOCAL_RANK", "0")) != 0:
+        return None
+    return {"method": method, "processes": devices, **_scores(su, new, sets), "seconds": seconds}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=200)
+    parser.add_argument("--methods", nargs="+", default=["finetune", "scrub", "fast_retrain"])
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--one", nargs=4, metavar=("FOLDER", "METHOD", "DEVICES", "OUT"),
+                        help=argparse.SUPPRESS)  # fmt: skip
+    args = parser.parse_args()
+    _quiet(args.threads)
+    if args.one:
+        folder, method, devices, out = args.one
+        row = run_one(Path(folder), method, int(devices))
+        if row is not None:
+            Path(out).write_text(json.dumps(row))
+        return
+
+    import scvi
+
+    import scvi_unlearn as su
+
+    scvi.settings.seed = 0
+    adata = su.data.pbmc68k()
+    su.data.membership_split(adata, holdout=0.3, stratify="cell_type", seed=0)
+    train = adata[adata.obs["membership"] == "train"].copy()
+    su.SCVI.setup_anndata(train, layer="counts", labels_key="cell_type")
+    model = su.SCVI(train)
+    model.train(max_epochs=args.epochs, enable_progress_bar=False)
+    sets = _sets(su, adata)
+    rows = [{"method": "original", "processes": 1, **_scores(su, model, sets)}]
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        model.save(str(folder / "model"), save_anndata=True)
+        adata.write_h5ad(folder / "adata.h5ad")
+        for method in args.methods:
+            for devices in (1, 2):
+                out = folder / f"{method}-{devices}.json"
+                cmd = [sys.executable, __file__, "--threads", str(args.threads), "--one",
+                       str(folder), method, str(devices), str(out)]  # fmt: skip
+                done = subprocess.run(cmd, capture_output=True, text=True)
+                if done.returncode != 0:
+                    raise RuntimeError(
+                        f"{method} on {devices} process(es) failed:\n{done.stderr[-3000:]}"
+                    )
+                rows.append(json.loads(out.read_text()))
+                print(rows[-1], flush=True)
+    print("\n| method | processes | " + " | ".join(sets) + " | seconds |")
+    print("|---|---|" + "---|" * (len(sets) + 1))
+    for r in rows:
+        vals = " | ".join(f"{r[k]:.1f}" for k in sets)
+        sec = f"{r['seconds']:.1f}" if "seconds" in r else "-"
+        print(f"| {r['method']} | {r['processes']} | {vals} | {sec} |")
+
+
+if __name__ == "__main__":
+    main()
