@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Fresh-machine entry point: `bash scripts/run.sh demo` (the main job) or `bash scripts/run.sh test`.
+# Fresh-machine entry point: `bash scripts/run.sh demo` (the main job), `bash scripts/run.sh test`
+# or `bash scripts/run.sh docs` (the documentation site, warnings as errors: scripts/docs.sh).
 # Creates ./.venv once (the local CPU torch 2.13.0 first, so no dependency pulls a CUDA build),
 # installs the package with its test extra, then runs the requested job.
 set -euo pipefail
@@ -23,8 +24,11 @@ case "$job" in
     ruff format --check .
     python -m pytest -m "not slow" -q -p no:cacheprovider "$@"
     ;;
+  docs)
+    VENV="$VENV" bash scripts/docs.sh "$@"
+    ;;
   *)
-    echo "usage: bash scripts/run.sh {demo|test} [args...]" >&2
+    echo "usage: bash scripts/run.sh {demo|test|docs} [args...]" >&2
     exit 2
     ;;
 esac
