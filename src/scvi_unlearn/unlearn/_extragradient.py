@@ -267,6 +267,13 @@ def extragradient(
     CD56+ NK, seeds 0-2, 5 retrain references): **not retrain-equivalent**, it remembers (mean
     z +6.4 to +7.4; the original +10.9) at 0.17x a 200-epoch retrain, with either source of
     non-members.
+
+    **These defaults do not hold across settings** (``benchmarks/defaults_study.py``,
+    docs/unlearning.md, "Defaults across training lengths and forget sets": pbmc68k originals of 60
+    / 200 / 400 epochs x 9 forget sets, a simulated dataset): the held-out ELBO of the other cell
+    types fell by more than 2% in 10 of 28 settings (worst -236%; large types and random sets).
+    ``unlearn``'s retain-ELBO check (2%) flagged 10 of them; pass ``on_degradation="raise"`` to
+    stop there.
     """
     check_game(adversary_weight, critic_warmup, lr, critic_lr)
     model = task.new_model(copy_weights=True)

@@ -7,11 +7,24 @@ After every method, :func:`check_unlearned_model`
    neither trained on (the retain part of the original's validation split; when it has fewer
    than :data:`MIN_CHECK_CELLS` cells, the retain training cells), at most 2,048 of them drawn
    with a fixed seed, and, if the new model is worse by more than ``retain_tolerance``
-   (relative, default 5%), warns with :class:`UnlearningWarning` or raises
+   (relative, default 2%), warns with :class:`UnlearningWarning` or raises
    :class:`UnlearningError`.
 
 The ELBO is averaged over 4 posterior draws with a fixed seed (0), so the check is deterministic.
-Its result is stored in ``unlearn_record_["checks"]``.
+Its result is stored in ``unlearn_record_["checks"]`` (``"independent"`` says whether the cells
+were unseen by both models).
+
+Why 2% and why validation cells (measured, ``benchmarks/defaults_study.py``, docs/unlearning.md
+"Defaults across training lengths and forget sets"): over 224 runs of the approximate methods
+(pbmc68k originals of 60 / 200 / 400 epochs, 9 forget sets, a simulated dataset), the drop on
+the retain validation cells tracks the held-out ELBO change of cells no model trained on
+closely, so a 2% tolerance flags the runs that miss the 2% utility goal (the former 5% let
+drops of 2-5% through silently).  The retain *training* cells are a biased fallback: methods
+that fine-tune on them improve their ELBO while the held-out ELBO falls (finetune on a
+200-epoch original: -1.2% drop on the training cells vs -1.9% held-out), so the check is
+optimistic there; without a validation split (``train(train_size=1)``) it can only use them,
+says so in ``"retain_cells"`` and ``"independent": False``, and a held-out set of your own
+(:func:`scvi_unlearn.metrics.heldout_elbo`) is the real test.
 """
 
 from __future__ import annotations
@@ -28,7 +41,7 @@ from scvi_unlearn.unlearn._budget import sample_positions
 from scvi_unlearn.unlearn._losses import evaluation_mode, forward_per_cell
 
 #: default tolerated relative drop of the retain ELBO (new vs original)
-RETAIN_TOLERANCE = 0.05
+RETAIN_TOLERANCE = 0.02
 #: fewest validation cells for the check to use them (else retain training cells are used)
 MIN_CHECK_CELLS = 16
 _MAX_CHECK_CELLS = 2048
@@ -80,8 +93,8 @@ def check_unlearned_model(
         )
     if task.validation_indices.size >= MIN_CHECK_CELLS:
         cells, which = task.validation_indices, "retain validation cells (unseen by both)"
-    else:
-        cells, which = task.train_indices, "retain training cells"
+    else:  # no validation split: cells the method may have fit, an optimistic fallback
+        cells, which = task.train_indices, "retain training cells (no validation split)"
     # a fixed-size sample: the check costs the same at 1k and at 1M cells
     cells = sample_positions(cells, _MAX_CHECK_CELLS, seed=0)
     teacher = task.teacher_module.to(next(model.module.parameters()).device)
@@ -91,6 +104,7 @@ def check_unlearned_model(
     passed = bool(np.isfinite(new) and drop <= retain_tolerance)
     summary = {
         "retain_cells": which,
+        "independent": which.startswith("retain validation"),
         "retain_elbo_original": original,
         "retain_elbo_new": new,
         "relative_drop": drop,

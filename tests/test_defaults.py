@@ -1,0 +1,89 @@
+"""Defaults that hold beyond their tuning setting (issue #12, item 5): the retain-ELBO check's
+2% tolerance, its cells, and ``fisher``'s noise scale calibrated from the model."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+import scvi_unlearn as su
+
+QUIET = {"enable_progress_bar": False}
+
+
+def _noise_entry(model) -> dict:
+    return [e for e in model.unlearn_record_["log"] if "noise_rms" in e][-1]
+
+
+def test_retain_tolerance_is_the_utility_goal():
+    assert su.unlearn.RETAIN_TOLERANCE == 0.02
+
+
+def test_fisher_with_a_huge_alpha_is_caught(trained_model, forget_names):
+    """The reported failure: fisher's noise wrecks the model; the check must stop it."""
+    with pytest.raises(su.unlearn.UnlearningError, match="worse than the original"):
+        trained_model.unlearn(forget_names, method="fisher", alpha=1e-3, on_degradation="raise")
+    with pytest.warns(su.unlearn.UnlearningWarning, match="worse than the original"):
+        new = trained_model.unlearn(forget_names, method="fisher", alpha=1e-3)
+    checks = new.unlearn_record_["checks"]
+    assert checks["passed"] is False and checks["relative_drop"] > 0.02
+    assert checks["independent"] is True  # measured on the retain validation cells
+
+
+def test_a_drop_between_2_and_5_percent_is_caught(trained_model, forget_names):
+    """The former 5% tolerance let such drops through silently."""
+    with pytest.warns(su.unlearn.UnlearningWarning, match="tolerance 2%"):
+        new = trained_model.unlearn(forget_names, method="fisher", noise_budget=0.04, seed=0)
+    drop = new.unlearn_record_["checks"]["relative_drop"]
+    assert 0.02 < drop < 0.05, drop
+    assert new.unlearn_record_["checks"]["passed"] is False
+    with pytest.raises(su.unlearn.UnlearningError, match="worse than the original"):
+        trained_model.unlearn(
+            forget_names, method="fisher", noise_budget=0.04, seed=0, on_degradation="raise"
+        )
+
+
+def test_fisher_default_noise_is_calibrated_to_the_budget(trained_model, forget_names):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", su.unlearn.UnlearningWarning)
+        new = trained_model.unlearn(forget_names, method="fisher", seed=0)
+    entry = _noise_entry(new)
+    assert new.unlearn_record_["hyperparameters"]["alpha"] is None
+    assert entry["alpha"] > 0 and entry["noise_rms"] > 0
+    assert 0 < entry["calibration_drop"] <= 0.01
+    assert new.unlearn_record_["checks"]["passed"] is True
+    # a smaller budget gives less noise; an explicit alpha is used as given (no calibration)
+    small = trained_model.unlearn(forget_names, method="fisher", seed=0, noise_budget=0.002)
+    assert _noise_entry(small)["alpha"] < entry["alpha"]
+    fixed = trained_model.unlearn(forget_names, method="fisher", seed=0, alpha=2e-5)
+    assert _noise_entry(fixed)["alpha"] == 2e-5 and "calibration_drop" not in _noise_entry(fixed)
+
+
+def test_fisher_calibrated_alpha_is_reproducible(trained_model, forget_names):
+    a = trained_model.unlearn(forget_names, method="fisher", seed=4)
+    b = trained_model.unlearn(forget_names, method="fisher", seed=4)
+    assert _noise_entry(a)["alpha"] == _noise_entry(b)["alpha"]
+    for (k, v), w in zip(a.module.state_dict().items(), b.module.state_dict().values()):
+        assert torch.equal(v, w), k
+
+
+@pytest.mark.parametrize("budget", [0.0, 1.0, -0.1])
+def test_fisher_rejects_a_bad_noise_budget(trained_model, forget_names, budget):
+    with pytest.raises(ValueError, match="noise_budget"):
+        trained_model.unlearn(forget_names, method="fisher", noise_budget=budget)
+
+
+def test_check_without_validation_cells_says_it_is_not_independent(pbmc_train, forget_names):
+    from scvi_unlearn._seeding import isolated_seed
+
+    with isolated_seed(0):
+        model = su.SCVI(pbmc_train, n_latent=5, n_hidden=32)
+        model.train(max_epochs=3, train_size=1.0, **QUIET)
+    new = model.unlearn(forget_names, method="ssd")
+    checks = new.unlearn_record_["checks"]
+    assert checks["independent"] is False
+    assert checks["retain_cells"] == "retain training cells (no validation split)"
+    assert np.isfinite(checks["relative_drop"])
