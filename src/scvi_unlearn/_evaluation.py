@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import warnings
 from collections.abc import Iterator
 
 import numpy as np
@@ -289,7 +290,14 @@ def evaluation_adata(model, adata: AnnData | None) -> Iterator[AnnData]:
         try:
             # scvi-tools' count check samples entries with the global numpy RNG: isolate it;
             # the transfer is deliberate, so silence scvi-tools' "attempting to transfer" note
-            with isolated_seed(0), _quiet(logging.getLogger("scvi.model.base._base_model")):
+            with (
+                isolated_seed(0),
+                _quiet(logging.getLogger("scvi.model.base._base_model")),
+                warnings.catch_warnings(),
+            ):
+                # a held-out copy may hold a few cells of a type: scvi-tools' note on labels
+                # with fewer than 3 cells concerns training, not scoring (one per copy otherwise)
+                warnings.filterwarnings("ignore", message=r"Category .* fewer than 3 cells")
                 transfer_registry(model, copy)
         except (KeyError, ValueError) as err:
             raise ValueError(

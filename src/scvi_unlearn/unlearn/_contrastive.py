@@ -97,16 +97,16 @@ def contrastive(
 ):
     """Move the forget cells' posteriors toward the prior while anchoring the retain posteriors.
 
-    A latent-space method in the spirit of contrastive unlearning (Zhang et al. 2024,
-    "Contrastive Unlearning: A Contrastive Approach to Machine Unlearning", IJCAI), adapted to a
-    VAE: a memorised cell has an informative, far-from-prior posterior; a cell the model never
-    saw is encoded less confidently.  The *negative* pull acts on the forget cells: their
-    ``KL(q(z|x) || p(z))`` is driven down to ``(1 - shrink)`` times its value under the original
-    (hinge: no gradient below the target, so the posteriors are not collapsed onto the prior,
-    which would itself single the cells out).  The *positive* anchor keeps the retain cells'
-    posteriors equal to the original's (``KL(q_orig || q_new)``).  Both terms touch only the
-    encoder; the decoder is unchanged unless ``finetune_epochs > 0`` adds a retain fine-tune of
-    the whole model (fixed KL weight).  Forget cells are passed in eval mode.
+    A latent-space method in the spirit of contrastive unlearning (Lee et al. 2024,
+    "Contrastive Unlearning: A Contrastive Approach to Machine Unlearning", arXiv:2401.10458),
+    adapted to a VAE: a memorised cell has an informative, far-from-prior posterior; a cell the
+    model never saw is encoded less confidently.  The *negative* pull acts on the forget cells:
+    their ``KL(q(z|x) || p(z))`` is driven down to ``(1 - shrink)`` times its value under the
+    original (hinge: no gradient below the target, so the posteriors are not collapsed onto the
+    prior, which would itself single the cells out).  The *positive* anchor keeps the retain
+    cells' posteriors equal to the original's (``KL(q_orig || q_new)``).  Both terms touch only
+    the encoder; the decoder is unchanged unless ``finetune_epochs > 0`` adds a retain fine-tune
+    of the whole model (fixed KL weight).  Forget cells are passed in eval mode.
 
     Parameters
     ----------
