@@ -1,6 +1,6 @@
 """The audit and the Fisher analysis at atlas scale: wall time on 30k training cells.
 
-Simulates ``--members / (1 - holdout)`` cells (``su.data.simulate``, calibrated on pbmc68k;
+Simulates ``--members / 0.7`` cells (``su.data.simulate``, calibrated on pbmc68k;
 seed 0), splits them into members (trained on) and held-out non-members, trains a default
 ``su.SCVI`` on the members for ``--epochs`` epochs, forgets ``--forget`` members of the rarest
 type with ``ssd`` (any unlearned model would do: the audit's cost does not depend on it) and
@@ -24,9 +24,7 @@ The goal (issue 13): features + attacks + equivalence test under 60 s on 2 cores
 from __future__ import annotations
 
 import argparse
-import logging
 import time
-import warnings
 
 
 def timed(label: str, fn, results: dict):
@@ -40,7 +38,6 @@ def timed(label: str, fn, results: dict):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--members", type=int, default=30_000)
-    parser.add_argument("--holdout", type=float, default=0.3)
     parser.add_argument("--genes", type=int, default=2000)
     parser.add_argument("--forget", type=int, default=200)
     parser.add_argument("--epochs", type=int, default=2, help="training epochs of the original")
@@ -49,24 +46,13 @@ def main() -> None:
     args = parser.parse_args()
 
     import numpy as np
-    import scvi
-    import torch
+    from scaling import quiet, simulated_members
 
     import scvi_unlearn as su
 
-    torch.set_num_threads(args.threads)
-    warnings.filterwarnings("ignore")
-    for name in ("scvi", "lightning.pytorch", "lightning.fabric"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    scvi.settings.seed = 0
-
-    n_total = int(round(args.members / (1 - args.holdout)))
-    adata = su.data.simulate(n_total, args.genes, random_state=0)
-    su.data.membership_split(adata, holdout=args.holdout, stratify="cell_type", seed=0)
-    train = adata[adata.obs["membership"] == "train"].copy()
-    su.SCVI.setup_anndata(train, layer="counts", labels_key="cell_type")
-    model = su.SCVI(train)
-    model.train(max_epochs=args.epochs, enable_progress_bar=False)
+    quiet(args.threads)
+    n_total = int(round(args.members / 0.7))
+    adata, train, model = simulated_members(n_total, args.genes, args.epochs)
     rare = train.obs["cell_type"].value_counts().index[-1]
     members = su.data.forget_by_label(adata, rare)
     forget = list(

@@ -22,25 +22,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import subprocess
 import sys
 import tempfile
 import time
-import warnings
 from pathlib import Path
 
 import anndata as ad
-
-
-def _quiet(threads: int) -> None:
-    import torch
-
-    torch.set_num_threads(threads)
-    warnings.filterwarnings("ignore")
-    for name in ("scvi", "lightning.pytorch", "lightning.fabric"):
-        logging.getLogger(name).setLevel(logging.ERROR)
+from scaling import quiet
 
 
 def _sets(su, adata) -> dict:
@@ -87,7 +77,7 @@ def main() -> None:
     parser.add_argument("--one", nargs=4, metavar=("FOLDER", "METHOD", "DEVICES", "OUT"),
                         help=argparse.SUPPRESS)  # fmt: skip
     args = parser.parse_args()
-    _quiet(args.threads)
+    quiet(args.threads)
     if args.one:
         folder, method, devices, out = args.one
         row = run_one(Path(folder), method, int(devices))

@@ -20,9 +20,7 @@ type and the change of the other types' held-out ELBO from the original, and the
 from __future__ import annotations
 
 import argparse
-import logging
 import time
-import warnings
 
 from scaling import APPROXIMATE
 
@@ -40,24 +38,15 @@ def main() -> None:
 
     import numpy as np
     import pandas as pd
-    import scvi
-    import torch
     from equivalence_power import markdown
+    from scaling import quiet, simulated_members
 
     import scvi_unlearn as su
 
-    torch.set_num_threads(args.threads)
-    warnings.filterwarnings("ignore")
-    for name in ("scvi", "lightning.pytorch", "lightning.fabric"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    scvi.settings.seed = 0
-
-    adata = su.data.simulate(args.cells, args.genes, rare_fraction=0.03, random_state=0)
-    su.data.membership_split(adata, holdout=0.3, stratify="cell_type", seed=0)
-    train = adata[adata.obs["membership"] == "train"].copy()
-    su.SCVI.setup_anndata(train, layer="counts", labels_key="cell_type")
-    model = su.SCVI(train)
-    model.train(max_epochs=args.epochs, enable_progress_bar=False)
+    quiet(args.threads)
+    adata, train, model = simulated_members(
+        args.cells, args.genes, args.epochs, rare_fraction=0.03
+    )
     rare = train.obs["cell_type"].value_counts().index[-1]
     members = su.data.forget_by_label(adata, rare)
     forget = np.sort(

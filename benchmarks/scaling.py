@@ -24,28 +24,45 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import math
 import resource
 import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 APPROXIMATE = ["finetune", "gradient_ascent", "scrub", "contrastive", "fisher", "ssd"]
 APPROXIMATE += ["extragradient", "mi_regularized"]
 
 
-def _quiet(threads: int) -> None:
-    import logging
-    import warnings
-
+def quiet(threads: int) -> None:
+    """One process's benchmark settings: ``threads`` torch threads, no warnings or notes."""
     import torch
 
     torch.set_num_threads(threads)
     warnings.filterwarnings("ignore")
     for name in ("scvi", "lightning.pytorch", "lightning.fabric"):
         logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def simulated_members(n_cells: int, genes: int, epochs: int, rare_fraction: float | None = None):
+    """Simulated cells (seed 0) with a stratified 70/30 member split and a default su.SCVI
+    trained ``epochs`` epochs on the members (seed 0): ``(adata, members, model)``."""
+    import scvi
+
+    import scvi_unlearn as su
+
+    scvi.settings.seed = 0
+    adata = su.data.simulate(n_cells, genes, rare_fraction=rare_fraction, random_state=0)
+    su.data.membership_split(adata, holdout=0.3, stratify="cell_type", seed=0)
+    members = adata[adata.obs["membership"] == "train"].copy()
+    su.SCVI.setup_anndata(members, layer="counts", labels_key="cell_type")
+    model = su.SCVI(members)
+    model.train(max_epochs=epochs, enable_progress_bar=False)
+    return adata, members, model
 
 
 def _rss_mb() -> float:
@@ -79,7 +96,7 @@ def prepare(n: int, genes: int, forget: int, original_epochs: int, folder: Path)
 
 def worker(folder: Path, method: str, threads: int) -> None:
     """Unlearn with ``method`` (child process); print one JSON line."""
-    _quiet(threads)
+    quiet(threads)
     import scvi
 
     import scvi_unlearn as su
@@ -127,7 +144,7 @@ def main() -> None:
         worker(Path(args.worker[0]), args.worker[1], args.threads)
         return
 
-    _quiet(args.threads)
+    quiet(args.threads)
     import pandas as pd
     from equivalence_power import markdown
     from scvi.model._utils import get_max_epochs_heuristic
