@@ -218,8 +218,12 @@ def test_nonmembers_the_model_trained_on_are_refused(trained_model, forget_names
 def test_validation_default_needs_validation_cells(pbmc_train, forget_names):
     from scvi_unlearn._seeding import isolated_seed
 
+    # a freshly registered copy: the shared fixture's registration may have been taken over by
+    # another test's copy with the same scvi-tools uuid (e.g. one written to and read from disk)
+    adata = pbmc_train.copy()
+    su.SCVI.setup_anndata(adata, layer="counts", labels_key="cell_type")
     with isolated_seed(0):
-        model = su.SCVI(pbmc_train, n_latent=4, n_hidden=16)
+        model = su.SCVI(adata, n_latent=4, n_hidden=16)
         model.train(max_epochs=1, train_size=1.0, enable_progress_bar=False)
     with pytest.raises(ValueError, match="Pass nonmembers=<AnnData"):
         model.unlearn(forget_names, method="mi_regularized", **FAST)
