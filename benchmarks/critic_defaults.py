@@ -24,7 +24,7 @@ import tempfile
 import time
 
 import numpy as np
-from unlearn_defaults import _quiet, evaluate, markdown_table, setup
+from unlearn_defaults import _quiet, cached_retrain, evaluate, markdown_table, setup
 
 #: configurations (the defaults are always run first)
 GRID: dict[str, list[dict]] = {
@@ -61,8 +61,6 @@ def main(argv=None) -> int:
     _quiet()
     import scvi
 
-    import scvi_unlearn as su
-
     scvi.settings.seed = 0
     os.makedirs(args.cache, exist_ok=True)
     model, members, heldout, forget = setup(args.cache, args.threads)
@@ -96,15 +94,7 @@ def main(argv=None) -> int:
     report("original", model, 0.0)
     retrain_forget = []
     for seed in range(args.retrain_seeds):
-        path = os.path.join(args.cache, f"retrain_seed{seed}")
-        t = time.perf_counter()
-        if os.path.exists(path):
-            new = su.SCVI.load(path)
-            seconds = new.unlearn_record_["wall_time_s"]
-        else:
-            new = model.unlearn(forget, method="retrain", seed=seed, enable_progress_bar=False)
-            seconds = time.perf_counter() - t
-            new.save(path, save_anndata=True, overwrite=True)
+        new, seconds = cached_retrain(model, forget, seed, args.cache)
         report(f"retrain seed={seed}", new, seconds)
         retrain_forget.append(rows[-1]["forget"])
     base["retrain_forget"] = float(np.mean(retrain_forget))

@@ -41,19 +41,11 @@ accountant, and seeds 1-2 of the three best configurations.
 from __future__ import annotations
 
 import argparse
-import logging
 import statistics
 import time
-import warnings
 
 import numpy as np
-from unlearn_defaults import FORGET_LABEL, setup
-
-
-def _quiet():
-    warnings.filterwarnings("ignore")
-    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "scvi"):
-        logging.getLogger(name).setLevel(logging.ERROR)
+from unlearn_defaults import FORGET_LABEL, _quiet, setup
 
 
 # ---------------------------------------------------------------------------- speed

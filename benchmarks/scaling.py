@@ -24,15 +24,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import math
 import resource
 import subprocess
 import sys
 import tempfile
 import time
-import warnings
 from pathlib import Path
+
+from unlearn_defaults import _quiet
 
 APPROXIMATE = ["finetune", "gradient_ascent", "scrub", "contrastive", "fisher", "ssd"]
 APPROXIMATE += ["extragradient", "mi_regularized"]
@@ -43,9 +43,7 @@ def quiet(threads: int) -> None:
     import torch
 
     torch.set_num_threads(threads)
-    warnings.filterwarnings("ignore")
-    for name in ("scvi", "lightning.pytorch", "lightning.fabric"):
-        logging.getLogger(name).setLevel(logging.ERROR)
+    _quiet()
 
 
 def simulated_members(n_cells: int, genes: int, epochs: int, rare_fraction: float | None = None):

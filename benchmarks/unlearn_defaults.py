@@ -84,6 +84,23 @@ def _quiet():
         logging.getLogger(name).setLevel(logging.ERROR)
 
 
+def cached_retrain(model, forget, seed: int, cache_dir: str):
+    """The exact retrain of ``model`` without ``forget`` for ``seed``: loaded from
+    ``cache_dir/retrain_seed{seed}`` (with its recorded wall time) or run and saved there.
+    Returns ``(retrained model, seconds)``."""
+    import scvi_unlearn as su
+
+    path = os.path.join(cache_dir, f"retrain_seed{seed}")
+    if os.path.exists(path):
+        new = su.SCVI.load(path)
+        return new, new.unlearn_record_["wall_time_s"]
+    t = time.perf_counter()
+    new = model.unlearn(forget, method="retrain", seed=seed, enable_progress_bar=False)
+    seconds = time.perf_counter() - t
+    new.save(path, save_anndata=True, overwrite=True)
+    return new, seconds
+
+
 def setup(cache_dir: str, threads: int | None):
     """Data, split, the original model (cached in ``cache_dir``) and the evaluation sets."""
     import torch
@@ -169,15 +186,7 @@ def main(argv=None) -> int:
     report("original", model, 0.0)
     retrain_forget = []
     for seed in range(args.retrain_seeds):
-        path = os.path.join(args.cache, f"retrain_seed{seed}")
-        t = time.perf_counter()
-        if os.path.exists(path):
-            new = su.SCVI.load(path)
-            seconds = new.unlearn_record_["wall_time_s"]
-        else:
-            new = model.unlearn(forget, method="retrain", seed=seed, enable_progress_bar=False)
-            seconds = time.perf_counter() - t
-            new.save(path, save_anndata=True, overwrite=True)
+        new, seconds = cached_retrain(model, forget, seed, args.cache)
         report(f"retrain seed={seed}", new, seconds)
         retrain_forget.append(rows[-1]["forget"])
     if retrain_forget:
