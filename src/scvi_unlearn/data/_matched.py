@@ -25,6 +25,7 @@ MAX_PCA_FIT_CELLS = 20_000
 
 
 def _log_normalized(x: sp.csr_matrix) -> sp.csr_matrix:
+    x = x.astype(np.float64)
     totals = np.asarray(x.sum(axis=1)).ravel()
     totals[totals == 0] = 1.0
     out = sp.csr_matrix(sp.diags(1e4 / totals) @ x)
@@ -74,7 +75,7 @@ def log_normalized_pca(
     x = adata.layers[layer] if layer is not None else adata.X
     what = "adata.X" if layer is None else f"adata.layers[{layer!r}]"
     check_counts(x, what, adata.obs_names, adata.var_names, warn_non_integer=False)
-    x = sp.csr_matrix(x, dtype=np.float64)
+    x = sp.csr_matrix(x)  # rows are sliced before the float64 copy: only those are copied
     n_obs = x.shape[0]
     fit_rows = np.arange(n_obs)
     if n_obs > max_fit_cells:
