@@ -107,7 +107,9 @@ def main(argv=None) -> int:
                 label += f" seed={seed}"
                 t = time.perf_counter()
                 try:
-                    new = model.unlearn(forget, method=method, seed=seed, **kwargs)
+                    new = model.unlearn(
+                        forget, method=method, seed=seed, on_degradation="warn", **kwargs
+                    )
                 except Exception as err:  # report and continue the study
                     print(f"{label}: {type(err).__name__}: {err}", flush=True)
                     continue

@@ -61,7 +61,7 @@ def run_one(folder: Path, method: str, devices: int) -> dict | None:
     t0 = time.perf_counter()
     new = model.unlearn(
         list(sets["forget"].obs_names), method=method, seed=0, accelerator="cpu",
-        enable_progress_bar=False, **extra,
+        enable_progress_bar=False, on_degradation="warn", **extra,
     )  # fmt: skip
     seconds = time.perf_counter() - t0
     if int(os.environ.get("LOCAL_RANK", "0")) != 0:

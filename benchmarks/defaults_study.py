@@ -159,7 +159,7 @@ def run_setting(
             try:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
-                    new = original.unlearn(names, method=method, **kwargs)
+                    new = original.unlearn(names, method=method, on_degradation="warn", **kwargs)
             except Exception as err:  # report and continue the study
                 row.update(error=f"{type(err).__name__}: {err}"[:200])
                 print(json.dumps(row), flush=True)

@@ -200,7 +200,7 @@ def main(argv=None) -> int:
                 kwargs.setdefault("enable_progress_bar", False)
             t = time.perf_counter()
             try:
-                new = model.unlearn(forget, method=method, **kwargs)
+                new = model.unlearn(forget, method=method, on_degradation="warn", **kwargs)
             except Exception as err:  # report and continue the study
                 print(f"{method} {cfg}: {type(err).__name__}: {err}", flush=True)
                 continue

@@ -36,6 +36,24 @@ def pbmc_train(pbmc):
     return adata
 
 
+@pytest.fixture
+def fresh_train(pbmc_train):
+    """A private copy of ``pbmc_train`` registered under its own AnnData uuid.
+
+    A plain ``.copy()`` keeps the uuid, so registering it takes over ``pbmc_train``'s entry in
+    scvi-tools' class-level registry, and a later ``su.SCVI(pbmc_train)`` fails ("does not
+    match the AnnData object previously provided"): tests that build their own model use this.
+    """
+    from scvi.data._constants import _SCVI_UUID_KEY
+
+    import scvi_unlearn as su
+
+    adata = pbmc_train.copy()
+    adata.uns.pop(_SCVI_UUID_KEY, None)
+    su.SCVI.setup_anndata(adata, layer="counts", labels_key="cell_type")
+    return adata
+
+
 @pytest.fixture(scope="session")
 def trained_model(pbmc_train):
     """A small su.SCVI trained 30 epochs on the training members (seeded, no progress bar)."""

@@ -92,6 +92,7 @@ def test_sample_covering_all_cells_is_the_plain_loader(trained_model):
 @pytest.mark.parametrize("method", BUDGETED)
 def test_every_approximate_method_takes_a_retain_sample(trained_model, forget_names, method):
     kwargs = {"enable_progress_bar": False} if method != "ssd" else {}
+    kwargs["on_degradation"] = "warn"  # a 64-cell budget on a small model may lose > 2%
     if method == "fisher":
         kwargs["ascent_epochs"] = 1
     new = trained_model.unlearn(forget_names, method=method, retain_sample=64, seed=0, **kwargs)

@@ -231,12 +231,12 @@ def two_batches():
 
 
 @pytest.mark.parametrize("dispersion", ["gene", "gene-label", "gene-batch", "gene-cell"])
-def test_ghost_norms_match_a_per_cell_loop(pbmc_train, two_batches, dispersion):
+def test_ghost_norms_match_a_per_cell_loop(fresh_train, two_batches, dispersion):
     """Opacus' per-cell gradient norms of the wrapper (px_r included) are the true ones."""
     from opacus.grad_sample import GradSampleModuleFastGradientClipping
     from scvi.data import AnnTorchDataset
 
-    adata = two_batches if dispersion == "gene-batch" else pbmc_train
+    adata = two_batches if dispersion == "gene-batch" else fresh_train
     with isolated_seed(0):
         model = su.SCVI(adata, n_hidden=32, dispersion=dispersion, **LAYER_NORM)
     keys = _dp_training._keys(model.adata_manager)
@@ -268,31 +268,31 @@ def test_ghost_norms_match_a_per_cell_loop(pbmc_train, two_batches, dispersion):
     assert torch.allclose(ghost.double(), torch.stack(loop), rtol=1e-4)
 
 
-def test_train_private_original(pbmc_train):
+def test_train_private_original(fresh_train):
     with isolated_seed(0):
-        model = su.SCVI(pbmc_train, n_hidden=32, **LAYER_NORM)
+        model = su.SCVI(fresh_train, n_hidden=32, **LAYER_NORM)
     train_private(
         model, max_epochs=1, target_epsilon=4.0, accountant="rdp", enable_progress_bar=False
     )
     assert model.is_trained_ and model.dp_epsilon_ <= 4.0
     n = len(model.train_indices)
-    assert n == int(np.ceil(0.9 * pbmc_train.n_obs)) and model.dp_delta_ == 1 / n**2
-    assert set(model.trained_obs_names) == set(pbmc_train.obs_names)
+    assert n == int(np.ceil(0.9 * fresh_train.n_obs)) and model.dp_delta_ == 1 / n**2
+    assert set(model.trained_obs_names) == set(fresh_train.obs_names)
     assert np.isfinite(per_cell_elbo(model, n_draws=1)["elbo"]).all()
 
 
-def test_train_private_refuses_batch_norm(pbmc_train):
-    model = su.SCVI(pbmc_train, n_hidden=32)
+def test_train_private_refuses_batch_norm(fresh_train):
+    model = su.SCVI(fresh_train, n_hidden=32)
     with pytest.raises(ValueError, match="use_batch_norm='none', use_layer_norm='both'"):
         train_private(model, max_epochs=1)
 
 
-def test_empty_poisson_sample_is_a_noise_step(pbmc_train):
+def test_empty_poisson_sample_is_a_noise_step(fresh_train):
     """With 2 cells sampled at rate 1/2, some steps draw no cell: they still count."""
     from scvi_unlearn.unlearn._dp_training import train_dp_module
 
     with isolated_seed(0):
-        model = su.SCVI(pbmc_train, n_hidden=16, **LAYER_NORM)
+        model = su.SCVI(fresh_train, n_hidden=16, **LAYER_NORM)
     before = _params(model)
     calls = []
     original = _dp_training._fetch_batch

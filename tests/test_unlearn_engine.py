@@ -57,14 +57,15 @@ def user_method():
     """Register throw-away user methods; remove them after the test."""
     added = []
 
-    def _register(name, func):
-        register(name)(func)
+    def _register(name, func, **kwargs):
+        register(name, **kwargs)(func)
         added.append(name)
         return func
 
     yield _register
     for name in added:
         METHODS.pop(name, None)
+        su.unlearn.FROM_SCRATCH.discard(name)
 
 
 # ---------------------------------------------------------------- input errors
@@ -357,12 +358,38 @@ def test_degraded_result_warns_or_raises(trained_model, forget_names, user_metho
         return model
 
     user_method("wreck_test_method", wreck)
-    with pytest.warns(su.unlearn.UnlearningWarning, match="worse than the original"):
-        new = trained_model.unlearn(forget_names, method="wreck_test_method")
-    assert new.unlearn_record_["checks"]["passed"] is False
-    assert new.unlearn_record_["checks"]["relative_drop"] > su.unlearn.RETAIN_TOLERANCE
+    # default "auto": a method that edits the original does not return a damaged model
     with pytest.raises(su.unlearn.UnlearningError, match="worse than the original"):
-        trained_model.unlearn(forget_names, method="wreck_test_method", on_degradation="raise")
+        trained_model.unlearn(forget_names, method="wreck_test_method")
+    with pytest.warns(su.unlearn.UnlearningWarning, match="worse than the original"):
+        new = trained_model.unlearn(
+            forget_names, method="wreck_test_method", on_degradation="warn"
+        )
+    checks = new.unlearn_record_["checks"]
+    assert checks["passed"] is False and checks["on_degradation"] == "warn"
+    assert checks["relative_drop"] > su.unlearn.RETAIN_TOLERANCE
+    # a from-scratch method's loss is the cost of not having the cells: "auto" only warns
+    user_method("wreck_scratch_test_method", wreck, from_scratch=True)
+    assert "wreck_scratch_test_method" in su.unlearn.FROM_SCRATCH
+    with pytest.warns(su.unlearn.UnlearningWarning, match="worse than the original"):
+        new = trained_model.unlearn(forget_names, method="wreck_scratch_test_method")
+    assert new.unlearn_record_["checks"]["on_degradation"] == "warn"
+    with pytest.raises(su.unlearn.UnlearningError, match="worse than the original"):
+        trained_model.unlearn(
+            forget_names, method="wreck_scratch_test_method", on_degradation="raise"
+        )
+
+
+def test_builtin_from_scratch_methods():
+    assert {"retrain", "fast_retrain", "dp_sgd"} <= su.unlearn.FROM_SCRATCH
+    assert not {"finetune", "fisher", "ssd", "extragradient"} & su.unlearn.FROM_SCRATCH
+    # re-registering without the flag clears it
+    func = METHODS["retrain"]
+    try:
+        register("retrain", overwrite=True)(func)
+        assert "retrain" not in su.unlearn.FROM_SCRATCH
+    finally:
+        register("retrain", from_scratch=True, overwrite=True)(func)
 
 
 def test_unlearning_plan_keeps_kl_weight_fixed(trained_model):

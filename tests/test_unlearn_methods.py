@@ -25,6 +25,9 @@ FAST: dict[str, dict] = {
     "ssd": {},
     "fisher": {"ascent_epochs": 2, **QUIET},
 }
+# these few-epoch models are not what the retain-ELBO check is about (tests/test_defaults.py):
+# return degraded runs with a warning instead of the default error of the editing methods
+FAST = {method: {**kw, "on_degradation": "warn"} for method, kw in FAST.items()}
 BUILT_IN = sorted(FAST)
 
 
@@ -107,7 +110,10 @@ def test_record_round_trips(method, runs, tmp_path, forget_names):
     assert rec["method"] == method and rec["seed"] == 1
     assert rec["n_forget"] == len(forget_names)
     for key, value in FAST[method].items():
-        assert rec["hyperparameters"][key] == value
+        if key != "on_degradation":  # unlearn()'s own argument, recorded with the check
+            assert rec["hyperparameters"][key] == value
+    assert rec["checks"]["on_degradation"] == "warn"
+    assert "on_degradation" not in rec["hyperparameters"]
     # a 4-epoch retrain is legitimately worse than the 30-epoch original: the check says so;
     # so is scrub on this small model (-3.2% retain ELBO, flagged at the 2% tolerance)
     assert rec["checks"]["passed"] is (method not in ("retrain", "scrub")), rec["checks"]

@@ -218,9 +218,10 @@ def add_parser(sub) -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--on-degradation",
-        choices=("warn", "raise"),
-        default="warn",
-        help="when the retain ELBO drops more than 2%%: warn and save, or stop (exit 1)",
+        choices=("auto", "warn", "raise"),
+        default="auto",
+        help="when the retain ELBO drops more than 2%%: warn and save, or stop (exit 1); "
+        "auto (default): warn for retrain / fast_retrain / dp_sgd, stop for the others",
     )
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
     p.set_defaults(func=run)

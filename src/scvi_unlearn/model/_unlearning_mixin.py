@@ -32,7 +32,7 @@ class UnlearningMixin:
         seed: int | None = None,
         ignore_untrained: bool = False,
         retain_tolerance: float = _unlearn.RETAIN_TOLERANCE,
-        on_degradation: str = "warn",
+        on_degradation: str = "auto",
         **method_kwargs: Any,
     ):
         """Return a new model that has forgotten ``adata_forget``; this model is not modified.
@@ -71,8 +71,16 @@ class UnlearningMixin:
             ``on_degradation``).  Non-finite parameters always raise
             :class:`~scvi_unlearn.unlearn.UnlearningError`.
         on_degradation
-            ``"warn"`` or ``"raise"`` when the retain ELBO drops by more than
-            ``retain_tolerance``.
+            What to do when the retain ELBO drops by more than ``retain_tolerance``: ``"raise"``
+            (:class:`~scvi_unlearn.unlearn.UnlearningError`, no model returned), ``"warn"``
+            (:class:`~scvi_unlearn.unlearn.UnlearningWarning`, the model is returned) or
+            ``"auto"`` (default): ``"warn"`` for the methods that train a fresh model on the
+            retain cells only (``retrain``, ``fast_retrain``, ``dp_sgd``: their loss is the
+            cost of not having the forget cells, or of privacy) and ``"raise"`` for the methods
+            that edit the original, whose defaults do not keep the 2% in every setting
+            (docs/unlearning.md, "Defaults across training lengths and forget sets"): a
+            damaged model is not returned silently.  The value used is recorded in
+            ``unlearn_record_["checks"]["on_degradation"]``.
         **method_kwargs
             Hyper-parameters of the method (see each method's docstring); unknown names raise a
             :class:`TypeError` listing the accepted ones.

@@ -34,7 +34,13 @@ from scvi_unlearn.unlearn._mi_regularized import MIRegularizedPlan, mi_regulariz
 from scvi_unlearn.unlearn._parallel import UnlearningJob, run_jobs
 from scvi_unlearn.unlearn._plan import NonFiniteLossError, UnlearningTrainingPlan
 from scvi_unlearn.unlearn._record import forget_digest, verify_forget_digest
-from scvi_unlearn.unlearn._registry import METHODS, get_method, register, trainer_arguments
+from scvi_unlearn.unlearn._registry import (
+    FROM_SCRATCH,
+    METHODS,
+    get_method,
+    register,
+    trainer_arguments,
+)
 from scvi_unlearn.unlearn._retrain import retrain
 from scvi_unlearn.unlearn._scrub import ScrubPlan, scrub
 from scvi_unlearn.unlearn._ssd import ssd
@@ -42,6 +48,7 @@ from scvi_unlearn.unlearn._task import UnlearningTask
 
 __all__ = [
     "DEFAULT_METHOD",
+    "FROM_SCRATCH",
     "METHODS",
     "RETAIN_CAP",
     "RETAIN_FLOOR",

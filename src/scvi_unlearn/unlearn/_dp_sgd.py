@@ -58,7 +58,7 @@ def _layer_norm_model(task):
 
 
 # ---------------------------------------------------------------------------- the method
-@register("dp_sgd")
+@register("dp_sgd", from_scratch=True)
 def dp_sgd(
     task,
     *,

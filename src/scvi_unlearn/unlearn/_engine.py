@@ -30,14 +30,14 @@ from scvi_unlearn._evaluation import minified_type
 from scvi_unlearn._seeding import isolated_seed
 from scvi_unlearn.unlearn._guard import RETAIN_TOLERANCE, check_unlearned_model
 from scvi_unlearn.unlearn._record import new_record
-from scvi_unlearn.unlearn._registry import bind_hyperparameters, get_method
+from scvi_unlearn.unlearn._registry import FROM_SCRATCH, bind_hyperparameters, get_method
 from scvi_unlearn.unlearn._task import UnlearningTask, _minimal_copy
 
 #: method used when ``unlearn()`` is called without one: the only one that passes the per-cell
 #: retrain-equivalence verdict (exact, fast schedule; see docs/fast_unlearning.md for why)
 DEFAULT_METHOD = "fast_retrain"
 
-_ON_DEGRADATION = ("warn", "raise")
+_ON_DEGRADATION = ("auto", "warn", "raise")
 
 
 def _as_obs_names(adata_forget: AnnData | Sequence[str] | pd.Index | np.ndarray) -> np.ndarray:
@@ -176,7 +176,7 @@ def run_unlearning(
     seed: int | None = None,
     ignore_untrained: bool = False,
     retain_tolerance: float = RETAIN_TOLERANCE,
-    on_degradation: str = "warn",
+    on_degradation: str = "auto",
     **method_kwargs: Any,
 ):
     """See :meth:`scvi_unlearn.model.UnlearningMixin.unlearn`."""
@@ -187,6 +187,8 @@ def run_unlearning(
         raise ValueError(
             f"on_degradation must be one of {_ON_DEGRADATION}, got {on_degradation!r}."
         )
+    if on_degradation == "auto":
+        on_degradation = "warn" if method in FROM_SCRATCH else "raise"
     if not retain_tolerance >= 0:
         raise ValueError(f"retain_tolerance must be >= 0, got {retain_tolerance!r}.")
     if not getattr(model, "is_trained_", False):
@@ -237,7 +239,7 @@ def run_unlearning(
     new.module.eval()
     record["log"] = task.log
     record["budget"] = task.budget
-    record["checks"] = checks
+    record["checks"] = {**checks, "on_degradation": on_degradation}
     record["method_time_s"] = method_time
     record["wall_time_s"] = time.perf_counter() - t_start
     new.unlearn_record_ = record

@@ -276,9 +276,10 @@ def extragradient(
     **These defaults do not hold across settings** (``benchmarks/defaults_study.py``,
     docs/unlearning.md, "Defaults across training lengths and forget sets": pbmc68k originals of 60
     / 200 / 400 epochs x 9 forget sets, a simulated dataset): the held-out ELBO of the other cell
-    types fell by more than 2% in 10 of 28 settings (worst -236%; large types and random sets).
-    ``unlearn``'s retain-ELBO check (2%) flagged 10 of them; pass ``on_degradation="raise"`` to
-    stop there.
+    types fell by more than 2% in 7 of 28 settings (worst -10.2%; Dendritic, 168 cells, and random
+    sets; before the membership term was clipped at 0, 10 settings and once -236%).
+    ``unlearn``'s retain-ELBO check (2%) flagged all 7; ``unlearn`` stops
+    there with an ``UnlearningError`` by default (``on_degradation="auto"``).
     """
     check_game(adversary_weight, critic_warmup, lr, critic_lr)
     model = task.new_model(copy_weights=True)

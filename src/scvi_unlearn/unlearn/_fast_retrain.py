@@ -43,7 +43,7 @@ def fast_budget(original_epochs: int, epoch_fraction: float, min_epochs: int) ->
     return max(int(min_epochs), int(math.ceil(epoch_fraction * original_epochs)))
 
 
-@register("fast_retrain")
+@register("fast_retrain", from_scratch=True)
 def fast_retrain(
     task,
     *,

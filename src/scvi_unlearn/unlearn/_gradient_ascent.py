@@ -134,8 +134,8 @@ def gradient_ascent(
     docs/unlearning.md, "Defaults across training lengths and forget sets": pbmc68k originals of 60
     / 200 / 400 epochs x 9 forget sets, a simulated dataset): the held-out ELBO of the other cell
     types fell by more than 2% in 20 of 28 settings (worst -8.0%; random sets (-5% to -8%) and most
-    cell types). ``unlearn``'s retain-ELBO check (2%) flagged 20 of them; pass
-    ``on_degradation="raise"`` to stop there.
+    cell types). ``unlearn``'s retain-ELBO check (2%) flagged 20 of them; ``unlearn`` stops
+    there with an ``UnlearningError`` by default (``on_degradation="auto"``).
     """
     if not 0.0 <= beta <= 1.0:
         raise ValueError(f"beta must be in [0, 1], got {beta}.")

@@ -38,11 +38,17 @@ class UnlearningJob:
 
 
 def run_job(model, forget, job: UnlearningJob) -> tuple[Any, float]:
-    """Run one job on ``model`` without a progress bar; returns the new model and wall time."""
+    """Run one job on ``model`` without a progress bar; returns the new model and wall time.
+
+    A degraded model is returned with a warning (``on_degradation="warn"`` unless the job's
+    kwargs say otherwise): benchmarks report a method's loss instead of stopping on it.
+    """
     from scvi_unlearn.unlearn._guard import UnlearningWarning
     from scvi_unlearn.unlearn._registry import get_method
 
     kwargs = dict(job.kwargs)
+    # a benchmark measures and reports a degraded run instead of stopping on it
+    kwargs.setdefault("on_degradation", "warn")
     params = inspect.signature(get_method(job.method)).parameters
     if "enable_progress_bar" in params and "enable_progress_bar" not in kwargs:
         kwargs["enable_progress_bar"] = False  # one bar over runs is enough

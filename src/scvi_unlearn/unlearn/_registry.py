@@ -33,17 +33,29 @@ from typing import Any
 #: Registered unlearning methods, by name.  Use :func:`register` to add one.
 METHODS: dict[str, Callable[..., Any]] = {}
 
+#: Names of the registered methods that train a fresh model on the retain cells only (their
+#: output never saw a forget cell; see :func:`register`'s ``from_scratch``).
+FROM_SCRATCH: set[str] = set()
+
 #: Name of the ``**`` parameter through which a method forwards Trainer arguments.
 TRAINER_KWARGS = "trainer_kwargs"
 
 
-def register(name: str, *, overwrite: bool = False) -> Callable[[Callable], Callable]:
+def register(
+    name: str, *, from_scratch: bool = False, overwrite: bool = False
+) -> Callable[[Callable], Callable]:
     """Decorator registering an unlearning method under ``name``.
 
     Parameters
     ----------
     name
         Name passed as ``method=`` to :meth:`scvi_unlearn.SCVI.unlearn`.
+    from_scratch
+        The method trains a fresh model on the retain cells only (``retrain``,
+        ``fast_retrain``, ``dp_sgd``).  Such a model's lower retain ELBO is the honest cost of
+        not having the forget cells, so ``unlearn`` only warns about it by default; a method
+        that edits the original (the default, ``False``) and loses utility has damaged the
+        model, and ``unlearn`` raises by default (``on_degradation="auto"``).
     overwrite
         Replace an existing method of the same name (otherwise a :class:`ValueError`).
 
@@ -64,6 +76,10 @@ def register(name: str, *, overwrite: bool = False) -> Callable[[Callable], Call
             )
         _check_signature(name, func)
         METHODS[name] = func
+        if from_scratch:
+            FROM_SCRATCH.add(name)
+        else:
+            FROM_SCRATCH.discard(name)
         return func
 
     return decorator

@@ -17,7 +17,7 @@ _NOT_ARGUMENTS = (
 )
 
 
-@register("retrain")
+@register("retrain", from_scratch=True)
 def retrain(
     task,
     *,

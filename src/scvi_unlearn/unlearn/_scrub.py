@@ -169,7 +169,7 @@ def scrub(
     / 200 / 400 epochs x 9 forget sets, a simulated dataset): the held-out ELBO of the other cell
     types fell by more than 2% in 6 of 28 settings (worst -8.2%; Dendritic (168 cells), CD14+
     Monocyte and random 60-member sets).  ``unlearn``'s retain-ELBO check (2%) flagged 6 of them;
-    pass ``on_degradation="raise"`` to stop there.
+    ``unlearn`` stops there with an ``UnlearningError`` by default (``on_degradation="auto"``).
     """
     if not 0 <= max_step_epochs <= max_epochs:
         raise ValueError(
