@@ -6,7 +6,7 @@ from importlib.metadata import PackageNotFoundError, version
 import rich.pretty  # noqa: F401
 
 from scvi_unlearn import attack, benchmark, data, fisher, metrics, toy, unlearn
-from scvi_unlearn.model import SCVI
+from scvi_unlearn.model import SCVI, ConditionalSCVI
 
 try:
     __version__ = version("scvi-unlearn")
@@ -15,6 +15,7 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
 
 __all__ = [
     "SCVI",
+    "ConditionalSCVI",
     "__version__",
     "attack",
     "benchmark",

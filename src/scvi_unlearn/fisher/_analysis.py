@@ -28,6 +28,7 @@ from scvi_unlearn.fisher._classifier import (
     labels_as_codes,
     train_classifier,
 )
+from scvi_unlearn.fisher._label_offsets import LABEL_OFFSETS, label_offset_shares
 from scvi_unlearn.fisher._overlap import VAE_CATEGORIES, overlap_statistics, proposition1
 from scvi_unlearn.fisher._per_sample import DiagonalFisher, squared_gradient_mean
 from scvi_unlearn.fisher._vae_fisher import fisher_of_cells
@@ -67,6 +68,16 @@ class FisherOverlap:
         Parameters without gradient (never counted).
     forget_fisher, retain_fisher
         The two :class:`~scvi_unlearn.fisher.DiagonalFisher` estimates.
+    label_offsets
+        Only for a :class:`~scvi_unlearn.ConditionalSCVI` (else ``None``): where the forget
+        cells' Fisher mass (trace of the diagonal Fisher) lives, for the *forgotten labels*
+        (labels of forget cells that no retain cell has).  ``labels`` and ``codes`` of those
+        labels; ``forget_share``: share of the forget Fisher mass in their offset columns;
+        ``other_offsets_share``: in the other labels' offsets; ``shared_share``: in every other
+        (shared) parameter (the three sum to 1); ``retain_mass`` and ``retain_max``: total and
+        largest retain Fisher entry on the forgotten labels' columns, exactly 0 (a label's
+        offsets get no gradient from cells of other labels; ``docs/fisher.md``, "Conditional
+        scVI").  The category ``label offsets`` of :attr:`by_category` holds these offsets.
     """
 
     global_cosine: float
@@ -86,6 +97,7 @@ class FisherOverlap:
     retain_fisher: DiagonalFisher = field(repr=False)
     control: dict | None = field(default=None, repr=False)
     ratios: pd.DataFrame | None = None
+    label_offsets: dict | None = None
 
     def summary(self) -> pd.DataFrame:
         """Cosines per scope: VAE, classifier and their ratio (the study's headline table)."""
@@ -144,6 +156,9 @@ class FisherOverlap:
                 rows.append((model, "proposition1", prop1.get("layer", ""), k, v))
 
         add("vae", self._stats(), self.proposition1)
+        for k, v in (self.label_offsets or {}).items():
+            if isinstance(v, int | float):
+                rows.append(("vae", "label offsets", "forgotten labels", k, v))
         if self.control is not None:
             add("classifier", self.control, None)
             for scope, r in self.ratios.iterrows():
@@ -335,7 +350,11 @@ def _overlap(model, forget_cells, retain_cells, control, labels_key, epochs, kw)
             "layer": OUTPUT_LAYER,
             **proposition1(forget.values[OUTPUT_LAYER], retain.values[OUTPUT_LAYER]),
         }
+    offsets = None
+    if LABEL_OFFSETS in forget.values:
+        offsets = label_offset_shares(model, forget_cells, retain_cells, forget, retain)
     result = FisherOverlap(
+        label_offsets=offsets,
         global_cosine=stats["global_cosine"],
         normalized_cosine=stats["normalized_cosine"],
         by_tensor=stats["by_tensor"],

@@ -19,7 +19,14 @@ Fisher = Mapping[str, torch.Tensor]
 TOPK_FRACTIONS = (0.001, 0.01, 0.1)
 
 #: Categories of scVI parameters, in display order.
-VAE_CATEGORIES = ("encoder", "latent heads", "decoder hidden", "decoder output", "dispersion")
+VAE_CATEGORIES = (
+    "encoder",
+    "latent heads",
+    "decoder hidden",
+    "decoder output",
+    "label offsets",
+    "dispersion",
+)
 
 
 def vae_category(name: str) -> str:
@@ -28,10 +35,14 @@ def vae_category(name: str) -> str:
     ``encoder``: hidden layers of ``z_encoder`` / ``l_encoder``; ``latent heads``: their mean
     and variance heads; ``decoder hidden``: ``decoder.px_decoder``; ``decoder output``: the
     gene-wise output heads (``px_scale_decoder``, ``px_dropout_decoder``); ``dispersion``:
-    ``px_r`` and ``px_r_decoder``; anything else ``other``.
+    ``px_r`` and ``px_r_decoder``; ``label offsets``: the per-label gene offsets of a
+    :class:`~scvi_unlearn.ConditionalSCVI` (``decoder.px_label_offset``); anything else
+    ``other``.
     """
     if name == "px_r" or name.startswith("decoder.px_r_decoder"):
         return "dispersion"
+    if name.startswith("decoder.px_label_offset"):
+        return "label offsets"
     if name.startswith(("z_encoder.encoder.", "l_encoder.encoder.")):
         return "encoder"
     if name.startswith(("z_encoder.", "l_encoder.")):

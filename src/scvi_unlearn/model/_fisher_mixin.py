@@ -34,7 +34,9 @@ class FisherMixin:
         hidden sizes is trained (seeded) on the same cells to predict the cell type, and its
         Fisher, from the same estimator, gives the VAE / classifier ratios of the study that
         motivated this analysis (Section 7 of the study's write-up; its estimator mixed batch
-        and per-sample gradients).
+        and per-sample gradients).  For a :class:`~scvi_unlearn.ConditionalSCVI` the result
+        also has ``label_offsets``: the share of the forget Fisher in the offsets of labels no
+        retain cell has, and the retain Fisher there (exactly 0).
 
         Parameters
         ----------

@@ -57,7 +57,8 @@ class UnlearningMixin:
             ``"finetune"``, ``"gradient_ascent"``, ``"ssd"``, ``"scrub"``, ``"contrastive"``,
             ``"fisher"``, ``"extragradient"``, ``"mi_regularized"``, or one added with
             :func:`scvi_unlearn.unlearn.register`.  The default
-            is chosen by measurement (``docs/unlearning.md``).
+            is chosen by measurement (``docs/unlearning.md``).  ``"conditional_reset"``
+            only applies to a :class:`~scvi_unlearn.ConditionalSCVI`.
         seed
             Seed of every random draw of the method (global generators are seeded inside the
             call and restored afterwards).  ``None``: the seed recorded at training time

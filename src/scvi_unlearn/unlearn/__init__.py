@@ -15,6 +15,7 @@ from scvi_unlearn.unlearn._budget import (
     RETAIN_PER_FORGET,
     retain_sample_size,
 )
+from scvi_unlearn.unlearn._conditional_reset import conditional_reset
 from scvi_unlearn.unlearn._contrastive import ContrastivePlan, contrastive
 from scvi_unlearn.unlearn._datamodule import RetainForgetDataModule
 from scvi_unlearn.unlearn._dp_sgd import dp_sgd, train_private
@@ -71,6 +72,7 @@ __all__ = [
     "UnlearningTask",
     "UnlearningTrainingPlan",
     "UnlearningWarning",
+    "conditional_reset",
     "contrastive",
     "dp_sgd",
     "extragradient",

@@ -81,6 +81,41 @@ def finetune(
     there with an ``UnlearningError`` by default (``on_degradation="auto"``).
     """
     model = task.new_model(copy_weights=True)
+    train_on_retain(
+        task,
+        model,
+        max_epochs=max_epochs,
+        lr=lr,
+        weight_decay=weight_decay,
+        kl_weight=kl_weight,
+        batch_size=batch_size,
+        retain_sample=retain_sample,
+        accelerator=accelerator,
+        devices=devices,
+        enable_progress_bar=enable_progress_bar,
+        **trainer_kwargs,
+    )
+    return model
+
+
+def train_on_retain(
+    task,
+    model,
+    *,
+    max_epochs: int,
+    lr: float,
+    weight_decay: float,
+    kl_weight: float,
+    batch_size: int,
+    retain_sample: int | str | None,
+    accelerator: str = "auto",
+    devices: Any = "auto",
+    enable_progress_bar: bool = True,
+    **trainer_kwargs,
+) -> None:
+    """Train ``model`` in place on the retain ELBO (:class:`RetainTrainingPlan`, Adam) through
+    :meth:`UnlearningTask.fit`: the training of ``finetune``, shared by ``reinit_finetune`` and
+    ``conditional_reset``."""
     plan = RetainTrainingPlan(
         model.module, lr=lr, weight_decay=weight_decay, kl_weight=kl_weight, step_log=task.log
     )
@@ -94,4 +129,3 @@ def finetune(
         enable_progress_bar=enable_progress_bar,
         **trainer_kwargs,
     )
-    return model
