@@ -11,6 +11,7 @@ rows that check is not independent of the method).  Cost = wall time over the wa
 ``method="retrain"`` (the recorded 200-epoch recipe), measured in this process.
 
     python benchmarks/critic_verdict.py --threads 1 --cache /tmp/eqrefs
+    python benchmarks/critic_verdict.py --threads 1 --cache /tmp/eqrefs --methods extragradient
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--nonmembers", nargs="*", default=["validation", "heldout"])
+    parser.add_argument("--methods", nargs="*", default=list(METHODS))
     args = parser.parse_args()
 
     su, adata, model = setting(args.cache, args.threads)
@@ -44,7 +46,7 @@ def main() -> None:
     )
     sources = {"validation": "validation", "heldout": heldout}
     rows = []
-    for method in METHODS:
+    for method in args.methods:
         for source in args.nonmembers:
             kwargs = {"nonmembers": sources[source]}
             jobs = [su.unlearn.UnlearningJob(method, s, kwargs) for s in range(args.seeds)]

@@ -258,9 +258,10 @@ def extragradient(
     = the 22 "CD56+ NK" members), with ``python benchmarks/critic_defaults.py --threads 1``
     (seeds 0 and 1, both sources of non-members; docs/unlearning.md).  Forget-cell ELBO:
     original -596.3, retrain (3 seeds) -709.9.  ``adversary_weight=5, lr=3e-3, max_epochs=10``:
-    forget ELBO 19-35% of the way from the original to retrain, held-out ELBO of the other
-    types -0.39% to -0.65%.  At ``lr=1e-3`` the weights 0 / 2 / 5 / 10 / 20 moved 7 / 20-26 /
-    15-29 / 16-29 / 8-13%; 20 epochs 19-22%; ``adversary_weight=20, lr=3e-3`` 9-21%.  The
+    forget ELBO 20-32% of the way from the original to retrain, held-out ELBO of the other
+    types -0.39% to -0.61%.  At ``lr=1e-3`` the weights 0 / 2 / 5 / 10 / 20 moved 7-8 / 20-26 /
+    15-30 / 9-31 / 7-18%; 20 epochs 19-22%; ``adversary_weight=20, lr=3e-3`` 11-22% (measured
+    with the clipped membership term; unclipped, the defaults moved 19-35%).  The
     game stops pushing once the critic is at chance: forget cells then look like the
     non-members *to this critic*, which is far from retrain level (the 22 forget cells are
     harder than the 9 held-out NK cells: a retrain puts them 52 nats below).  With Adam's
@@ -270,7 +271,7 @@ def extragradient(
 
     Per-cell verdict (``python benchmarks/critic_verdict.py --threads 1 --cache /tmp/eqrefs``,
     CD56+ NK, seeds 0-2, 5 retrain references): **not retrain-equivalent**, it remembers (mean
-    z +6.4 to +7.4; the original +10.9) at 0.17x a 200-epoch retrain, with either source of
+    z +6.4 to +7.1; the original +10.9) at 0.17-0.19x a 200-epoch retrain, with either source of
     non-members.
 
     **These defaults do not hold across settings** (``benchmarks/defaults_study.py``,
