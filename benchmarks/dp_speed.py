@@ -13,7 +13,8 @@ otherwise the default architecture).  It times, in one process and interleaved (
 plain, ...) so that both see the same machine load:
 
 * a **DP epoch**: one epoch of :func:`scvi_unlearn.unlearn._dp_sgd.train_dp_module` (Opacus,
-  ghost clipping, Poisson sampling at rate ``1 / ceil(n / batch)``, Adam), timed by its
+  ghost clipping with the likelihood differentiated once per step (``_dp_split``), Poisson
+  sampling at rate ``1 / ceil(n / batch)``, Adam), timed by its
   ``on_epoch_end`` callback, so the one-off accountant calibration is excluded (reported apart);
 * a **plain epoch**: the same model, the same per-cell loss (:class:`PerCellELBO`), the same
   minibatch fetching and Adam, shuffled minibatches of the same size, ordinary backward;
@@ -196,7 +197,7 @@ def speed(args) -> None:
     print("| epoch (LayerNorm scVI) | median time (s) | DP / this |")
     print("|---|---:|---:|")
     rows = (
-        ("dp", "DP-SGD: Opacus ghost clipping, Poisson sampling"),
+        ("dp", "DP-SGD: ghost clipping (one likelihood pass), Poisson sampling"),
         ("scvi", "plain loop, scvi-tools loss (same data path, Adam)"),
         ("wrapper", "plain loop, the DP loss wrapper (per-cell dispersion)"),
         ("lightning", "scvi-tools `model.train` (Lightning)"),

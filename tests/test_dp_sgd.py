@@ -6,6 +6,7 @@ utility and speed numbers live in ``benchmarks/dp_speed.py`` and ``docs/dp_sgd.m
 
 from __future__ import annotations
 
+import copy
 import re
 import warnings
 
@@ -126,6 +127,7 @@ def test_accounting_in_attributes_and_record(runs):
         assert new.dp_delta_ == acc["delta"] == pytest.approx(1 / n**2)
         assert 0 < new.dp_epsilon_ <= new.unlearn_record_["hyperparameters"]["target_epsilon"]
         assert acc["grad_sample_mode"] == "ghost" and acc["poisson_sampling"]
+        assert acc["likelihood_passes"] == 1  # the likelihood is cut out of the second pass
         # the reported epsilon is the accountant's for the steps taken
         assert acc["steps"] == FAST["max_epochs"] * round(1 / acc["sample_rate"])
         fresh = create_accountant(accountant)
@@ -320,3 +322,68 @@ def test_empty_poisson_sample_is_a_noise_step(fresh_train):
     assert len(calls) < acc["steps"]  # at least one empty sample (seed 0)
     after = _params(model)
     assert any(not torch.equal(before[k], after[k]) for k in before)
+
+
+@pytest.mark.parametrize(
+    ("dispersion", "likelihood"),
+    [("gene", "zinb"), ("gene-cell", "nb"), ("gene-label", "zinb"), ("gene", "poisson")],
+)
+def test_one_likelihood_pass_gives_opacus_clipped_sum(fresh_train, dispersion, likelihood):
+    """The cut graph (``_dp_split``) gives the same clipped gradient sum as Opacus' own two
+    backward passes, on a batch where clipping binds."""
+    from opacus import PrivacyEngine
+    from scvi.data import AnnTorchDataset
+
+    from scvi_unlearn.unlearn._dp_split import clipped_backward
+
+    with isolated_seed(0):
+        model = su.SCVI(
+            fresh_train, n_hidden=32, dispersion=dispersion, gene_likelihood=likelihood,
+            **LAYER_NORM,
+        )  # fmt: skip
+    keys = _dp_training._keys(model.adata_manager)
+    dataset = AnnTorchDataset(model.adata_manager)
+    batch = _dp_training._fetch_batch(dataset, np.arange(16), keys, "cpu")
+    grads, coefficients = {}, {}
+    for split in (False, True):
+        module = copy.deepcopy(model.module)
+        module.train()
+        wrapper = PerCellELBO(module, keys)
+        probe = _dp_training._probe_inputs(dataset, keys, "cpu")
+        _dp_training._freeze_unused(wrapper, probe)
+        params = [p for p in wrapper.parameters() if p.requires_grad]
+        assert _dp_training._can_split(wrapper, probe, params)
+        assert wrapper.pairs is None and not wrapper.split_likelihood  # the probe is undone
+        wrapper.split_likelihood = split
+        loader = torch.utils.data.DataLoader(
+            torch.utils.data.TensorDataset(torch.arange(64)), batch_size=16
+        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            dp_module, optimizer, criterion, _ = PrivacyEngine().make_private(
+                module=wrapper,
+                optimizer=torch.optim.SGD(params, lr=0.1),
+                criterion=_dp_training.PerCellCriterion("mean"),
+                data_loader=loader,
+                noise_multiplier=0.0,
+                max_grad_norm=0.5,
+                grad_sample_mode="ghost",
+            )
+            with isolated_seed(1):
+                per_cell = dp_module(*batch)
+            optimizer.zero_grad()
+            if split:
+                assert wrapper.pairs and all(o.shape[0] == 16 for o, _ in wrapper.pairs)
+                clipped_backward(
+                    dp_module, optimizer, per_cell, wrapper.pairs, criterion.loss_reduction
+                )
+            else:
+                assert wrapper.pairs is None
+                criterion(per_cell).backward()
+            coefficients[split] = dp_module.get_clipping_coef()
+            grads[split] = [p.grad.detach().clone() for p in params]
+            dp_module._close()
+    assert (coefficients[True] < 1).any()  # clipping binds on this batch
+    assert torch.allclose(coefficients[True], coefficients[False], rtol=1e-5)
+    for a, b in zip(grads[True], grads[False], strict=True):
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-6 * float(b.abs().max()))

@@ -24,6 +24,12 @@ from torch import nn
 from torch.func import functional_call
 from torch.nn import functional as F
 
+from scvi_unlearn.unlearn._dp_split import (
+    clipped_backward,
+    split_at_loss_inputs,
+    split_is_complete,
+)
+
 #: accountants of Opacus' ``PrivacyEngine`` accepted here
 ACCOUNTANTS = ("prv", "rdp", "gdp")
 
@@ -73,6 +79,10 @@ class PerCellELBO(nn.Module):
         self.vae = vae
         self.keys = tuple(keys)
         self.kl_weight = float(kl_weight)
+        #: compute the loss on leaf copies of the loss inputs (``_dp_split``); the
+        #: ``(original, leaf)`` pairs of the last forward pass are in :attr:`pairs`
+        self.split_likelihood = False
+        self.pairs: list | None = None
         self.mode = getattr(vae, "dispersion", "gene-cell")
         px_r = getattr(vae, "px_r", None)
         if self.mode in ("gene", "gene-batch", "gene-label") and isinstance(px_r, nn.Parameter):
@@ -97,23 +107,24 @@ class PerCellELBO(nn.Module):
         """Negative ELBO of each cell (shape ``(n_cells,)``)."""
         tensors = dict(zip(self.keys, inputs))
         n = int(inputs[0].shape[0])
-        loss_kwargs = {"kl_weight": self.kl_weight}
         if self.dispersion is None:
-            _, _, losses = self.vae(tensors, loss_kwargs=loss_kwargs)
+            inference, generative = self.vae(tensors, compute_loss=False)
         else:
             px_r = self.dispersion(self._dispersion_input(tensors, n))  # (n, genes)
             mode = self.vae.dispersion
             self.vae.dispersion = "gene"  # generative() then uses px_r as given, per cell
             try:
-                _, _, losses = functional_call(
-                    self.vae,
-                    {"px_r": px_r},
-                    (tensors,),
-                    {"loss_kwargs": loss_kwargs},
-                    strict=False,
+                inference, generative = functional_call(
+                    self.vae, {"px_r": px_r}, (tensors,), {"compute_loss": False}, strict=False
                 )
             finally:
                 self.vae.dispersion = mode
+        self.pairs = None
+        if self.split_likelihood:
+            split = split_at_loss_inputs(inference, generative, n)
+            if split is not None:
+                inference, generative, self.pairs = split
+        losses = self.vae.loss(tensors, inference, generative, kl_weight=self.kl_weight)
         rec = losses.reconstruction_loss["reconstruction_loss"]
         kl_z = losses.kl_local[MODULE_KEYS.KL_Z_KEY]
         kl_l = losses.kl_local[MODULE_KEYS.KL_L_KEY]
@@ -249,6 +260,19 @@ def _freeze_unused(wrapper: PerCellELBO, probe: list[torch.Tensor]) -> list[str]
     return frozen
 
 
+def _can_split(wrapper: PerCellELBO, probe: list[torch.Tensor], params: list) -> bool:
+    """Whether the loss can be cut at its inputs (``_dp_split``): every differentiable tensor
+    of its distributions is one row per cell and no parameter reaches the loss around them."""
+    wrapper.split_likelihood = True
+    try:
+        with torch.enable_grad(), torch.random.fork_rng(devices=[]):
+            loss = wrapper(*probe).sum()
+            return wrapper.pairs is not None and split_is_complete(loss, params)
+    finally:
+        wrapper.split_likelihood = False
+        wrapper.pairs = None
+
+
 @contextlib.contextmanager
 def _quiet_opacus():
     with warnings.catch_warnings():
@@ -336,8 +360,10 @@ accelerator, enable_progress_bar, log_loss
     work = copy.deepcopy(module).to(device)
     work.train()  # Opacus records activations only in train mode (dropout stays on)
     wrapper = PerCellELBO(work, keys).to(device)
-    frozen = _freeze_unused(wrapper, _probe_inputs(dataset, keys, device))
+    probe = _probe_inputs(dataset, keys, device)
+    frozen = _freeze_unused(wrapper, probe)
     params = [p for p in wrapper.parameters() if p.requires_grad]
+    wrapper.split_likelihood = _can_split(wrapper, probe, params)
 
     # the loader serves positions into train_indices; Opacus replaces its sampler by Poisson
     # sampling with rate 1 / len(loader) (expected batch size n / ceil(n / batch_size))
@@ -381,7 +407,12 @@ accelerator, enable_progress_bar, log_loss
                         continue
                     cells = train_indices[positions.numpy()]
                     per_cell = dp_module(*_fetch_batch(dataset, cells, keys, device))
-                    criterion(per_cell).backward()  # ghost clipping: two backward passes
+                    if wrapper.pairs is not None:  # ghost clipping, one likelihood pass
+                        clipped_backward(
+                            dp_module, optimizer, per_cell, wrapper.pairs, criterion.loss_reduction
+                        )
+                    else:  # Opacus' ghost clipping: two backward passes over everything
+                        criterion(per_cell).backward()
                     optimizer.step()  # clipped sum + Gaussian noise, accountant step
                     step += 1
                     if log_loss:
@@ -414,6 +445,8 @@ accelerator, enable_progress_bar, log_loss
         "n_train": n,
         "accountant": accountant,
         "grad_sample_mode": "ghost",
+        # 1: the likelihood is differentiated once per step (_dp_split), 2: Opacus' two passes
+        "likelihood_passes": 1 if wrapper.split_likelihood else 2,
         "poisson_sampling": True,
         "frozen": frozen,
     }
