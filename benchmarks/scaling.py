@@ -35,7 +35,7 @@ from pathlib import Path
 from unlearn_defaults import _quiet
 
 APPROXIMATE = ["finetune", "gradient_ascent", "scrub", "contrastive", "fisher", "ssd"]
-APPROXIMATE += ["extragradient", "mi_regularized"]
+APPROXIMATE += ["extragradient", "mi_regularized", "reinit_finetune"]
 
 
 def quiet(threads: int) -> None:

@@ -27,6 +27,7 @@ ALL_METHODS = (
     "fisher",
     "extragradient",
     "mi_regularized",
+    "reinit_finetune",
 )
 #: attacks the benchmark can audit with (``drift`` is comparison-only and needs a baseline).
 BENCHMARK_ATTACKS = ("calibrated", "shadow", "mlp", "threshold")

@@ -53,12 +53,13 @@ class UnlearningMixin:
             The cells to forget: an AnnData (e.g. ``adata[mask]``; only its ``obs_names`` are
             used, it is not modified) or a sequence of ``obs_names``.
         method
-            Name of a method in :data:`scvi_unlearn.unlearn.METHODS`: ``"retrain"`` (exact),
-            ``"finetune"``, ``"gradient_ascent"``, ``"ssd"``, ``"scrub"``, ``"contrastive"``,
-            ``"fisher"``, ``"extragradient"``, ``"mi_regularized"``, or one added with
-            :func:`scvi_unlearn.unlearn.register`.  The default
-            is chosen by measurement (``docs/unlearning.md``).  ``"conditional_reset"``
-            only applies to a :class:`~scvi_unlearn.ConditionalSCVI`.
+            Name of a method in :data:`scvi_unlearn.unlearn.METHODS`: the exact ``"retrain"``,
+            ``"fast_retrain"`` (the default, chosen by measurement: ``docs/unlearning.md``) and
+            ``"dp_sgd"``; the approximate ``"finetune"``, ``"gradient_ascent"``, ``"ssd"``,
+            ``"scrub"``, ``"contrastive"``, ``"fisher"``, ``"extragradient"``,
+            ``"mi_regularized"``, ``"reinit_finetune"`` and, for a
+            :class:`~scvi_unlearn.ConditionalSCVI` only, ``"conditional_reset"``; or one added
+            with :func:`scvi_unlearn.unlearn.register`.
         seed
             Seed of every random draw of the method (global generators are seeded inside the
             call and restored afterwards).  ``None``: the seed recorded at training time

@@ -42,6 +42,7 @@ from scvi_unlearn.unlearn._registry import (
     register,
     trainer_arguments,
 )
+from scvi_unlearn.unlearn._reinit_finetune import reinit_finetune
 from scvi_unlearn.unlearn._retrain import retrain
 from scvi_unlearn.unlearn._scrub import ScrubPlan, scrub
 from scvi_unlearn.unlearn._ssd import ssd
@@ -84,6 +85,7 @@ __all__ = [
     "gradient_ascent",
     "mi_regularized",
     "register",
+    "reinit_finetune",
     "run_jobs",
     "train_private",
     "trainer_arguments",
