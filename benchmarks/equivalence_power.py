@@ -69,6 +69,30 @@ def setting(cache: str, threads: int, max_epochs: int = 200):
     return su, adata, model
 
 
+def verdict_columns(rep, wall: float, full_time: float, new=None) -> dict:
+    """The per-run columns of the verdict benchmarks (``fast_retrain.py``, ``critic_verdict.py``,
+    ``reinit_verdict.py``, ``conditional_verdict.py``) from an
+    :class:`~scvi_unlearn.attack.EquivalenceReport`: cost, mean z, decision, membership
+    contrast, both utility checks, the retain check's drop of ``new`` (when it has a record),
+    passed."""
+    u = rep.utility
+    row = {
+        "time / retrain": wall / full_time,
+        "mean z": rep.statistic,
+        "decision": rep.decision,
+        "membership contrast": rep.membership_test.statistic,
+        "same-type ok": u["same_type_ok"],
+        "other types vs retrains (%)": 100
+        * (u["other_types_elbo"] - u["other_types_reference"])
+        / abs(u["other_types_reference"]),
+    }
+    record = getattr(new, "unlearn_record_", None)
+    if record is not None:
+        row["retain check drop (%)"] = 100 * record["checks"]["relative_drop"]
+    row["passed"] = rep.passed
+    return row
+
+
 def forget_sets(su, adata):
     return {
         "CD56+ NK (22)": su.data.forget_by_label(adata, "CD56+ NK"),

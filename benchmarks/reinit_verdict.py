@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 import pandas as pd
-from equivalence_power import forget_sets, markdown, setting
+from equivalence_power import forget_sets, markdown, setting, verdict_columns
 
 SETS = ("CD56+ NK (22)", "CD14+ Monocyte (90)")
 #: reinit_finetune settings (saliency, fraction, epochs, lr, other): name -> hyper-parameters
@@ -109,24 +109,9 @@ def main() -> None:
             ]
             for job, (new, wall) in zip(jobs, su.unlearn.run_jobs(model, forget, jobs)):
                 rep = su.attack.equivalence_test(new, refs, forget, adata=adata, cache=score_cache)
-                u = rep.utility
                 rows.append(
-                    {
-                        "forget set": set_name,
-                        "method": label,
-                        "seed": job.seed,
-                        "time / retrain": wall / full_time,
-                        "mean z": rep.statistic,
-                        "decision": rep.decision,
-                        "membership contrast": rep.membership_test.statistic,
-                        "same-type ok": u["same_type_ok"],
-                        "other types vs retrains (%)": 100
-                        * (u["other_types_elbo"] - u["other_types_reference"])
-                        / abs(u["other_types_reference"]),
-                        "retain check drop (%)": 100
-                        * new.unlearn_record_["checks"]["relative_drop"],
-                        "passed": rep.passed,
-                    }
+                    {"forget set": set_name, "method": label, "seed": job.seed}
+                    | verdict_columns(rep, wall, full_time, new)
                 )
                 print(
                     {k: round(v, 3) if isinstance(v, float) else v for k, v in rows[-1].items()},
