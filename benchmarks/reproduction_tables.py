@@ -11,7 +11,8 @@ passes per attack (overall: membership, equivalence and both utility checks).
 
 takes the rows of the methods of a rerun (``docs/reproduction/CD56NK_extragradient``, a run of
 the same command with ``--methods extragradient``) instead of the first run's rows for those
-methods.  This is valid because every run is seeded: the original, the retrain references and
+methods (or adds them, for a method the first run did not have); several suffixes apply in
+turn.  This is valid because every run is seeded: the original, the retrain references and
 the cost-matched retrains of both runs are identical (checked: it raises otherwise); the rerun's
 wall-time ratios are against its own retrains.
 """
@@ -36,9 +37,11 @@ def _read(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     )
 
 
-def _with_rerun(folder: Path, rerun: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _with_rerun(
+    first: tuple[pd.DataFrame, pd.DataFrame], folder: Path, rerun: Path
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The first run's rows, with the rerun's methods' rows replacing theirs."""
-    summary, runs = _read(folder)
+    summary, runs = first
     re_summary, re_runs = _read(rerun)
     baselines = [m for m in re_runs["method"].unique() if m in ("original", "retrain")]
     for m in baselines:  # the seeded references of both runs must be the same models
@@ -57,8 +60,10 @@ def _with_rerun(folder: Path, rerun: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     return summary, runs
 
 
-def table(folder: Path, rerun: Path | None = None) -> str:
-    summary, runs = _with_rerun(folder, rerun) if rerun else _read(folder)
+def table(folder: Path, reruns: list[Path] = ()) -> str:
+    summary, runs = _read(folder)
+    for rerun in reruns:
+        summary, runs = _with_rerun((summary, runs), folder, rerun)
     attacks = list(dict.fromkeys(summary["attack"]))
     methods = list(dict.fromkeys(summary["method"]))
     head = ["method"]
@@ -99,14 +104,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("folders", nargs="+", type=Path, help="benchmark output folders")
     parser.add_argument(
-        "--rerun", default=None, help="suffix of rerun folders whose methods replace the rows"
+        "--rerun", nargs="*", default=[], help="suffixes of rerun folders whose methods' rows win"
     )
     args = parser.parse_args()
     for folder in args.folders:
-        rerun = folder.with_name(folder.name + args.rerun) if args.rerun else None
-        print(f"### {folder}" + (f" (rows of {rerun.name}'s methods from it)" if rerun else ""))
+        reruns = [folder.with_name(folder.name + suffix) for suffix in args.rerun]
+        names = ", ".join(r.name for r in reruns)
+        print(f"### {folder}" + (f" (the methods of {names} from there)" if reruns else ""))
         print()
-        print(table(folder, rerun))
+        print(table(folder, reruns))
         print()
 
 
