@@ -91,3 +91,33 @@ def test_check_without_validation_cells_says_it_is_not_independent(fresh_train, 
     assert checks["independent"] is False
     assert checks["retain_cells"] == "retain training cells (no validation split)"
     assert np.isfinite(checks["relative_drop"])
+
+
+def test_check_cells_score_held_out_cells(trained_model, forget_names, pbmc):
+    """``check_cells``: the check scores cells the user holds out instead of the validation
+    split; a destroyed model is still stopped."""
+    held = pbmc[(pbmc.obs["membership"] == "heldout") & (pbmc.obs["cell_type"] != "CD56+ NK")]
+    before = held.copy()
+    new = trained_model.unlearn(
+        forget_names, method="fisher", seed=0, check_cells=held, on_degradation="warn"
+    )
+    checks = new.unlearn_record_["checks"]
+    assert checks["retain_cells"] == f"check_cells ({held.n_obs} cells, unseen by both)"
+    assert checks["independent"] is True and np.isfinite(checks["relative_drop"])
+    default = trained_model.unlearn(forget_names, method="fisher", seed=0, on_degradation="warn")
+    assert default.unlearn_record_["checks"]["relative_drop"] != checks["relative_drop"]
+    with pytest.raises(su.unlearn.UnlearningError, match="check_cells"):
+        trained_model.unlearn(forget_names, method="fisher", alpha=1e-3, check_cells=held)
+    # the user's cells are not modified (scored on a registered copy)
+    assert held.obs_names.equals(before.obs_names) and list(held.obs) == list(before.obs)
+    assert (held.layers["counts"] != before.layers["counts"]).nnz == 0
+
+
+def test_check_cells_bad_input(trained_model, forget_names, pbmc, pbmc_train):
+    held = pbmc[pbmc.obs["membership"] == "heldout"]
+    with pytest.raises(ValueError, match="check_cells are in the training set"):
+        trained_model.unlearn(forget_names, method="ssd", check_cells=pbmc_train)
+    with pytest.raises(ValueError, match="at least 16"):
+        trained_model.unlearn(forget_names, method="ssd", check_cells=held[:3])
+    with pytest.raises(TypeError, match="check_cells must be an AnnData"):
+        trained_model.unlearn(forget_names, method="ssd", check_cells=list(held.obs_names))

@@ -28,7 +28,11 @@ from anndata import AnnData
 
 from scvi_unlearn._evaluation import minified_type
 from scvi_unlearn._seeding import isolated_seed
-from scvi_unlearn.unlearn._guard import RETAIN_TOLERANCE, check_unlearned_model
+from scvi_unlearn.unlearn._guard import (
+    RETAIN_TOLERANCE,
+    check_cells_names,
+    check_unlearned_model,
+)
 from scvi_unlearn.unlearn._record import new_record
 from scvi_unlearn.unlearn._registry import FROM_SCRATCH, bind_hyperparameters, get_method
 from scvi_unlearn.unlearn._task import UnlearningTask, _minimal_copy
@@ -177,6 +181,7 @@ def run_unlearning(
     ignore_untrained: bool = False,
     retain_tolerance: float = RETAIN_TOLERANCE,
     on_degradation: str = "auto",
+    check_cells=None,
     **method_kwargs: Any,
 ):
     """See :meth:`scvi_unlearn.model.UnlearningMixin.unlearn`."""
@@ -195,6 +200,8 @@ def run_unlearning(
         raise ValueError("The model is not trained: there is nothing to unlearn.")
     _check_not_datamodule_trained(model)
     _check_not_minified(model)
+    if check_cells is not None:
+        check_cells_names(model, check_cells)
     seed = _resolve_seed(model, seed)
     forget = _as_obs_names(adata_forget)
     forget, retain_positions, forget_positions = _resolve_cells(model, forget, ignore_untrained)
@@ -221,7 +228,11 @@ def run_unlearning(
                 f"(use task.new_model()), got {type(new).__name__}."
             )
         checks = check_unlearned_model(
-            task, new, retain_tolerance=retain_tolerance, on_degradation=on_degradation
+            task,
+            new,
+            retain_tolerance=retain_tolerance,
+            on_degradation=on_degradation,
+            check_cells=check_cells,
         )
     except BaseException:
         cls._setup_adata_manager_store.pop(manager.adata_uuid, None)

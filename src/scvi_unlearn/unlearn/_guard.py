@@ -5,10 +5,10 @@ After every method, :func:`check_unlearned_model`
 1. raises :class:`UnlearningError` if any parameter or buffer of the new module is NaN / inf;
 2. compares the mean per-cell ELBO of the new model and of the original on retain cells that
    neither trained on (the retain part of the original's validation split; when it has fewer
-   than :data:`MIN_CHECK_CELLS` cells, the retain training cells), at most 2,048 of them drawn
-   with a fixed seed, and, if the new model is worse by more than ``retain_tolerance``
-   (relative, default 2%), warns with :class:`UnlearningWarning` or raises
-   :class:`UnlearningError`.
+   than :data:`MIN_CHECK_CELLS` cells, the retain training cells; or the user's
+   ``check_cells``, e.g. held-out cells), at most 2,048 of them drawn with a fixed seed, and,
+   if the new model is worse by more than ``retain_tolerance`` (relative, default 2%), warns
+   with :class:`UnlearningWarning` or raises :class:`UnlearningError`.
 
 The ELBO is averaged over 4 posterior draws with a fixed seed (0), so the check is deterministic.
 Its result is stored in ``unlearn_record_["checks"]`` (``"independent"`` says whether the cells
@@ -80,10 +80,33 @@ def non_finite_parameters(module) -> list[str]:
     ]
 
 
+def check_cells_names(original, check_cells) -> None:
+    """Clear errors for ``unlearn(check_cells=...)`` before any work is done."""
+    from anndata import AnnData
+
+    from scvi_unlearn.attack._evaluation_data import check_never_trained_on
+
+    if not isinstance(check_cells, AnnData):
+        raise TypeError(
+            "check_cells must be an AnnData of cells the model never trained on (e.g. held-out "
+            f"cells), got {type(check_cells).__name__}."
+        )
+    if check_cells.n_obs < MIN_CHECK_CELLS:
+        raise ValueError(
+            f"check_cells needs at least {MIN_CHECK_CELLS} cells, got {check_cells.n_obs}."
+        )
+    names = np.asarray(check_cells.obs_names, dtype=str)
+    check_never_trained_on(original, names, "check_cells", "original model")
+
+
 def check_unlearned_model(
-    task, model, *, retain_tolerance: float, on_degradation: str
+    task, model, *, retain_tolerance: float, on_degradation: str, check_cells=None
 ) -> dict[str, Any]:
-    """Run the checks described in the module docstring; return their summary."""
+    """Run the checks described in the module docstring; return their summary.
+
+    ``check_cells``: an AnnData of cells neither model trained on (validated by
+    :func:`check_cells_names`), scored instead of the retain validation cells.
+    """
     bad = non_finite_parameters(model.module)
     if bad:
         raise UnlearningError(
@@ -91,17 +114,27 @@ def check_unlearned_model(
             f"({', '.join(bad[:5])}{', ...' if len(bad) > 5 else ''}); the model is unusable. "
             "Lower the learning rate / step size or the forget weight."
         )
-    if task.validation_indices.size >= MIN_CHECK_CELLS:
-        cells, which = task.validation_indices, "retain validation cells (unseen by both)"
-        independent = True
-    else:  # no validation split: cells the method may have fit, an optimistic fallback
-        cells, which = task.train_indices, "retain training cells (no validation split)"
-        independent = False
-    # a fixed-size sample: the check costs the same at 1k and at 1M cells
-    cells = sample_positions(cells, _MAX_CHECK_CELLS, seed=0)
     teacher = task.teacher_module.to(next(model.module.parameters()).device)
-    original = mean_elbo(teacher, task.adata_manager, cells)
-    new = mean_elbo(model.module, task.adata_manager, cells)
+    if check_cells is not None:
+        from scvi_unlearn._evaluation import evaluation_adata
+
+        which, independent = f"check_cells ({check_cells.n_obs} cells, unseen by both)", True
+        with evaluation_adata(task.original, check_cells) as sub:
+            manager = task.original.get_anndata_manager(sub, required=True)
+            cells = sample_positions(np.arange(sub.n_obs), _MAX_CHECK_CELLS, seed=0)
+            original = mean_elbo(teacher, manager, cells)
+            new = mean_elbo(model.module, manager, cells)
+    else:
+        if task.validation_indices.size >= MIN_CHECK_CELLS:
+            cells, which = task.validation_indices, "retain validation cells (unseen by both)"
+            independent = True
+        else:  # no validation split: cells the method may have fit, an optimistic fallback
+            cells, which = task.train_indices, "retain training cells (no validation split)"
+            independent = False
+        # a fixed-size sample: the check costs the same at 1k and at 1M cells
+        cells = sample_positions(cells, _MAX_CHECK_CELLS, seed=0)
+        original = mean_elbo(teacher, task.adata_manager, cells)
+        new = mean_elbo(model.module, task.adata_manager, cells)
     drop = (original - new) / abs(original)
     passed = bool(np.isfinite(new) and drop <= retain_tolerance)
     summary = {
