@@ -140,9 +140,9 @@ class Evaluator:
 
 
 def run_setting(
-    dataset, epochs, members, heldout, original, sets, methods, out_rows, jsonl, extra=None
-):
-
+    dataset, epochs, members, heldout, original, sets, methods, out_rows, jsonl, extra=None,
+    check_heldout=False,
+):  # fmt: skip
     ev = Evaluator(original, members, heldout)
     for name, ftype, names in sets:
         for method in methods:
@@ -155,6 +155,10 @@ def run_setting(
                 "n_forget": int(len(names)),
                 "method": method + (f" {json.dumps(extra)}" if extra else ""),
             }
+            if check_heldout:  # the check scores the held-out cells of the other types
+                other = ev.types != ftype if ftype is not None else np.ones(heldout.n_obs, bool)
+                kwargs["check_cells"] = heldout[other]
+                row["method"] += " [check_cells]"
             t = time.perf_counter()
             try:
                 with warnings.catch_warnings():
@@ -288,6 +292,11 @@ def main(argv=None) -> int:
     )
     parser.add_argument("--jsonl", default=None, help="append every row to this file")
     parser.add_argument("--table", default=None, help="only print the tables of a JSONL file")
+    parser.add_argument(
+        "--check-heldout",
+        action="store_true",
+        help="unlearn(check_cells=): the check scores the held-out cells of the other types",
+    )
     args = parser.parse_args(argv)
     if args.table:
         with open(args.table) as fh:
@@ -318,6 +327,7 @@ def main(argv=None) -> int:
             rows,
             args.jsonl,
             args.kwargs,
+            args.check_heldout,
         )
     if not args.no_sim:
         members, heldout, original = sim_setting(
@@ -339,6 +349,7 @@ def main(argv=None) -> int:
             rows,
             args.jsonl,
             args.kwargs,
+            args.check_heldout,
         )
     print()
     print(markdown_table(rows))
