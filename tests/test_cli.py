@@ -332,3 +332,23 @@ def test_argument_errors_exit_2(files, capsys):
             main([str(a) for a in argv])
         assert exc.value.code == 2
         assert "error:" in capsys.readouterr().err
+
+
+def test_unlearn_check_cells(files):
+    """--check-cells: the retain check scores listed cells the model never trained on."""
+    new = files["root"] / "checked"
+    heldout = files["root"] / "heldout.txt"
+    n = len(heldout.read_text().split())
+    code, out, err = _run(
+        ["unlearn", files["model"], "--adata", files["adata"], "--forget-cells", files["forget"]]
+        + ["--method", "ssd", "--check-cells", heldout, "--out", new]
+    )
+    assert code == 0, err
+    assert f"on check_cells ({n} cells, unseen by both)" in out
+    # cells the model trained on are refused before anything is done
+    code, _, err = _run(
+        ["unlearn", files["model"], "--adata", files["adata"], "--forget-cells", files["forget"]]
+        + ["--method", "ssd", "--check-cells", files["forget"], "--out", files["root"] / "x"]
+    )
+    assert code == 2 and "check_cells are in the training set" in err
+    assert not (files["root"] / "x").exists()

@@ -82,8 +82,9 @@ def run(args: argparse.Namespace) -> int:
     Returns
     -------
     int
-        The exit status: 0, or 1 when the method fails (a non-finite loss or model) or
-        ``--on-degradation raise`` stops a degraded model; nothing is saved then.
+        The exit status: 0, or 1 when the method fails (a non-finite loss or model) or the
+        retain check stops a degraded model (``--on-degradation``: by default for the methods
+        that edit the original); nothing is saved then.
     """
     import scvi_unlearn as su
 
@@ -123,6 +124,16 @@ def run(args: argparse.Namespace) -> int:
             f"{args.adata}: {missing.size} of the cells the model in {folder} trained on (and "
             f"keeps) are not in it, e.g. {preview(missing)}; unlearning needs every retain cell."
         )
+    check = None
+    if args.check_cells is not None:
+        names = read_cells(args.check_cells, "--check-cells")
+        absent = names[~np.isin(names, np.asarray(adata.obs_names, dtype=str))]
+        if absent.size:
+            raise ValueError(
+                f"--check-cells {args.check_cells}: {absent.size} of its cells are not in "
+                f"{args.adata}, e.g. {preview(absent)}."
+            )
+        check = adata[names]  # the library validates them (never trained on, >= 16)
     if "enable_progress_bar" not in params:
         try:  # Lightning's bar only in a terminal, for the methods that train
             check_params(args.method, {**params, "enable_progress_bar": False})
@@ -139,6 +150,7 @@ def run(args: argparse.Namespace) -> int:
             method=args.method,
             seed=args.seed,
             on_degradation=args.on_degradation,
+            check_cells=check,
             **params,
         )
     except (su.unlearn.UnlearningError, su.unlearn.NonFiniteLossError) as err:
@@ -222,6 +234,13 @@ def add_parser(sub) -> argparse.ArgumentParser:
         default="auto",
         help="when the retain ELBO drops more than 2%%: warn and save, or stop (exit 1); "
         "auto (default): warn for retrain / fast_retrain / dp_sgd, stop for the others",
+    )
+    p.add_argument(
+        "--check-cells",
+        default=None,
+        metavar="CELLS.txt",
+        help="cells of --adata the model never trained on (one obs_name a line, e.g. held-out "
+        "cells of the types kept) for the retain-ELBO check instead of the validation cells",
     )
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
     p.set_defaults(func=run)
