@@ -106,6 +106,19 @@ def heldout_names(adata: AnnData | None, heldout, exclude: np.ndarray) -> np.nda
     return np.setdiff1d(names, exclude)
 
 
+def check_unseen_adata(model, adata, what: str, accepted: str, minimum: int) -> None:
+    """Raise unless ``adata`` is an AnnData of at least ``minimum`` cells ``model`` never
+    trained on; ``what`` names the argument and ``accepted`` what it accepts (messages)."""
+    from anndata import AnnData
+
+    if not isinstance(adata, AnnData):
+        raise TypeError(f"{what} must be {accepted}, got {type(adata).__name__}.")
+    if adata.n_obs < minimum:
+        raise ValueError(f"{what} needs at least {minimum} cells, got {adata.n_obs}.")
+    names = np.asarray(adata.obs_names, dtype=str)
+    check_never_trained_on(model, names, what, "original model")
+
+
 def check_never_trained_on(model, names: np.ndarray, what: str, role: str) -> None:
     """Raise if ``model`` trained on any of ``names`` (skipped if it records nothing)."""
     try:

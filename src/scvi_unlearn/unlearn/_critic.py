@@ -157,7 +157,7 @@ def nonmember_data(task, nonmembers: AnnData | str) -> Iterator[tuple[object, np
         cells; :class:`TypeError` for any other value.
     """
     from scvi_unlearn._evaluation import evaluation_adata
-    from scvi_unlearn.attack._evaluation_data import check_never_trained_on
+    from scvi_unlearn.attack._evaluation_data import check_unseen_adata
 
     if isinstance(nonmembers, str):
         if nonmembers != "validation":
@@ -174,17 +174,8 @@ def nonmember_data(task, nonmembers: AnnData | str) -> Iterator[tuple[object, np
             )
         yield task.adata_manager, _budgeted(task, task.validation_indices)
         return
-    if not isinstance(nonmembers, AnnData):
-        raise TypeError(
-            "nonmembers must be 'validation' or an AnnData of cells the model never trained on, "
-            f"got {type(nonmembers).__name__}."
-        )
-    if nonmembers.n_obs < MIN_NONMEMBERS:
-        raise ValueError(
-            f"nonmembers needs at least {MIN_NONMEMBERS} cells, got {nonmembers.n_obs}."
-        )
-    names = np.asarray(nonmembers.obs_names, dtype=str)
-    check_never_trained_on(task.original, names, "nonmembers", "original model")
+    accepted = "'validation' or an AnnData of cells the model never trained on"
+    check_unseen_adata(task.original, nonmembers, "nonmembers", accepted, MIN_NONMEMBERS)
     with evaluation_adata(task.original, nonmembers) as sub:
         manager = task.original.get_anndata_manager(sub, required=True)
         yield manager, _budgeted(task, np.arange(sub.n_obs))

@@ -29,6 +29,7 @@ says so in ``"retain_cells"`` and ``"independent": False``, and a held-out set o
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from typing import Any
 
@@ -36,6 +37,7 @@ import numpy as np
 import torch
 from scvi.dataloaders import AnnDataLoader
 
+from scvi_unlearn._evaluation import evaluation_adata
 from scvi_unlearn._seeding import isolated_seed
 from scvi_unlearn.unlearn._budget import sample_positions
 from scvi_unlearn.unlearn._losses import evaluation_mode, forward_per_cell
@@ -82,21 +84,10 @@ def non_finite_parameters(module) -> list[str]:
 
 def check_cells_names(original, check_cells) -> None:
     """Clear errors for ``unlearn(check_cells=...)`` before any work is done."""
-    from anndata import AnnData
+    from scvi_unlearn.attack._evaluation_data import check_unseen_adata
 
-    from scvi_unlearn.attack._evaluation_data import check_never_trained_on
-
-    if not isinstance(check_cells, AnnData):
-        raise TypeError(
-            "check_cells must be an AnnData of cells the model never trained on (e.g. held-out "
-            f"cells), got {type(check_cells).__name__}."
-        )
-    if check_cells.n_obs < MIN_CHECK_CELLS:
-        raise ValueError(
-            f"check_cells needs at least {MIN_CHECK_CELLS} cells, got {check_cells.n_obs}."
-        )
-    names = np.asarray(check_cells.obs_names, dtype=str)
-    check_never_trained_on(original, names, "check_cells", "original model")
+    accepted = "an AnnData of cells the model never trained on (e.g. held-out cells)"
+    check_unseen_adata(original, check_cells, "check_cells", accepted, MIN_CHECK_CELLS)
 
 
 def check_unlearned_model(
@@ -115,17 +106,14 @@ def check_unlearned_model(
             "Lower the learning rate / step size or the forget weight."
         )
     teacher = task.teacher_module.to(next(model.module.parameters()).device)
-    if check_cells is not None:
-        from scvi_unlearn._evaluation import evaluation_adata
-
-        which, independent = f"check_cells ({check_cells.n_obs} cells, unseen by both)", True
-        with evaluation_adata(task.original, check_cells) as sub:
+    with contextlib.ExitStack() as stack:
+        manager = task.adata_manager
+        if check_cells is not None:
+            sub = stack.enter_context(evaluation_adata(task.original, check_cells))
             manager = task.original.get_anndata_manager(sub, required=True)
-            cells = sample_positions(np.arange(sub.n_obs), _MAX_CHECK_CELLS, seed=0)
-            original = mean_elbo(teacher, manager, cells)
-            new = mean_elbo(model.module, manager, cells)
-    else:
-        if task.validation_indices.size >= MIN_CHECK_CELLS:
+            cells, which = np.arange(sub.n_obs), f"check_cells ({sub.n_obs} cells, unseen by both)"
+            independent = True
+        elif task.validation_indices.size >= MIN_CHECK_CELLS:
             cells, which = task.validation_indices, "retain validation cells (unseen by both)"
             independent = True
         else:  # no validation split: cells the method may have fit, an optimistic fallback
@@ -133,8 +121,8 @@ def check_unlearned_model(
             independent = False
         # a fixed-size sample: the check costs the same at 1k and at 1M cells
         cells = sample_positions(cells, _MAX_CHECK_CELLS, seed=0)
-        original = mean_elbo(teacher, task.adata_manager, cells)
-        new = mean_elbo(model.module, task.adata_manager, cells)
+        original = mean_elbo(teacher, manager, cells)
+        new = mean_elbo(model.module, manager, cells)
     drop = (original - new) / abs(original)
     passed = bool(np.isfinite(new) and drop <= retain_tolerance)
     summary = {
