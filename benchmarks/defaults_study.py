@@ -41,18 +41,11 @@ import warnings
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from scaling import APPROXIMATE
 from unlearn_defaults import _quiet, setup
 
-METHODS = [
-    "finetune",
-    "gradient_ascent",
-    "ssd",
-    "scrub",
-    "contrastive",
-    "fisher",
-    "extragradient",
-    "mi_regularized",
-]
+#: every approximate method (the list of scaling.py, which already had reinit_finetune)
+METHODS = APPROXIMATE
 GOAL = 0.02
 MIN_MEMBERS = 20
 RANDOM_SETS = ((30, 1), (60, 2))  # (size, seed)
@@ -313,22 +306,16 @@ def main(argv=None) -> int:
     scvi.settings.seed = 0
     os.makedirs(args.cache, exist_ok=True)
     rows: list[dict] = []
+
+    def run(dataset, epochs, members, heldout, original, sets):
+        run_setting(
+            dataset, epochs, members, heldout, original, sets, args.methods, rows, args.jsonl,
+            args.kwargs, args.check_heldout,
+        )  # fmt: skip
+
     for epochs in args.lengths:
         members, heldout, original = pbmc_setting(args.cache, args.threads, epochs)
-        sets = forget_sets(members, args.types)
-        run_setting(
-            "pbmc68k",
-            epochs,
-            members,
-            heldout,
-            original,
-            sets,
-            args.methods,
-            rows,
-            args.jsonl,
-            args.kwargs,
-            args.check_heldout,
-        )
+        run("pbmc68k", epochs, members, heldout, original, forget_sets(members, args.types))
     if not args.no_sim:
         members, heldout, original = sim_setting(
             args.cache, args.sim_epochs, args.sim_cells, args.sim_genes, args.sim_train_size
@@ -338,19 +325,7 @@ def main(argv=None) -> int:
         label = f"simulated {args.sim_cells}x{args.sim_genes}"
         if args.sim_train_size != 0.9:
             label += f" train_size={args.sim_train_size:g}"
-        run_setting(
-            label,
-            args.sim_epochs,
-            members,
-            heldout,
-            original,
-            sets,
-            args.methods,
-            rows,
-            args.jsonl,
-            args.kwargs,
-            args.check_heldout,
-        )
+        run(label, args.sim_epochs, members, heldout, original, sets)
     print()
     print(markdown_table(rows))
     print()
