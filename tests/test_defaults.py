@@ -50,6 +50,32 @@ def test_a_drop_between_2_and_5_percent_is_caught(trained_model, forget_names):
         )  # the default for a method that edits the original
 
 
+def test_check_stops_unless_the_drop_is_within_tolerance_with_confidence(
+    trained_model, forget_names
+):
+    """The decision uses the one-sided 95% bound of the drop (paired per-cell standard error),
+    not the point drop: a run whose point drop is inside the tolerance but whose bound is not
+    is stopped, and the record holds both."""
+    new = trained_model.unlearn(
+        forget_names, method="fisher", noise_budget=0.01, seed=0, on_degradation="warn"
+    )
+    c = new.unlearn_record_["checks"]
+    assert c["relative_drop_se"] > 0 and c["n_cells"] >= su.unlearn.MIN_CHECK_CELLS
+    bound = c["relative_drop"] + su.unlearn.CHECK_Z * c["relative_drop_se"]
+    assert c["relative_drop_upper"] == pytest.approx(bound)
+    # a tolerance between the point drop and the bound: not confidently within it
+    tolerance = c["relative_drop"] + 0.5 * (bound - c["relative_drop"])
+    assert tolerance > 0
+    with pytest.raises(su.unlearn.UnlearningError, match="one-sided 95% bound"):
+        trained_model.unlearn(
+            forget_names, method="fisher", noise_budget=0.01, seed=0, retain_tolerance=tolerance
+        )
+    ok = trained_model.unlearn(
+        forget_names, method="fisher", noise_budget=0.01, seed=0, retain_tolerance=1.01 * bound
+    )
+    assert ok.unlearn_record_["checks"]["passed"] is True
+
+
 def test_fisher_default_noise_is_calibrated_to_the_budget(trained_model, forget_names):
     with warnings.catch_warnings():
         warnings.simplefilter("error", su.unlearn.UnlearningWarning)

@@ -299,7 +299,10 @@ def test_successful_run_leaves_user_adata_intact(trained_model, forget_names, pb
     before = _adata_fingerprint(pbmc_train)
     params = _params(trained_model)
     view = pbmc_train[list(forget_names)]
-    trained_model.unlearn(view, method="gradient_ascent", max_epochs=1, **QUIET)
+    # (its 1.5% drop is not confidently within 2% on the fixture's validation cells: warn)
+    trained_model.unlearn(
+        view, method="gradient_ascent", max_epochs=1, on_degradation="warn", **QUIET
+    )
     _assert_same_adata(before, pbmc_train)
     assert _same_params(params, _params(trained_model))
 

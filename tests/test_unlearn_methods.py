@@ -115,9 +115,11 @@ def test_record_round_trips(method, runs, tmp_path, forget_names):
     assert rec["checks"]["on_degradation"] == "warn"
     assert "on_degradation" not in rec["hyperparameters"]
     # a 4-epoch retrain is legitimately worse than the 30-epoch original: the check says so;
-    # so is scrub on this small model (-3.2% retain ELBO, flagged at the 2% tolerance)
-    assert rec["checks"]["passed"] is (method not in ("retrain", "scrub")), rec["checks"]
-    assert rec["checks"]["passed"] is (rec["checks"]["relative_drop"] <= 0.02)
+    # so is scrub on this small model (-3.2% retain ELBO); the few-epoch contrastive,
+    # gradient_ascent and fast_retrain drop 0.6-1.9%, not confidently within 2% on 45 cells
+    flagged = ("contrastive", "fast_retrain", "gradient_ascent", "retrain", "scrub")
+    assert rec["checks"]["passed"] is (method not in flagged), rec["checks"]
+    assert rec["checks"]["passed"] is (rec["checks"]["relative_drop_upper"] <= 0.02)
     new.save(tmp_path / method, save_anndata=False)
     loaded = su.SCVI.load(str(tmp_path / method), adata=new.adata)
     assert loaded.unlearn_record_ == rec

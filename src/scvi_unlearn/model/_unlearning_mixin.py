@@ -71,10 +71,14 @@ class UnlearningMixin:
         retain_tolerance
             Largest tolerated relative drop of the mean ELBO on retain cells (new vs this model)
             before :class:`~scvi_unlearn.unlearn.UnlearningWarning` (or an error, see
-            ``on_degradation``).  Non-finite parameters always raise
+            ``on_degradation``).  The check passes when the one-sided 95% bound of the drop
+            (drop + :data:`~scvi_unlearn.unlearn.CHECK_Z` standard errors over the checked cells)
+            is within it, so a drop just below the tolerance on few cells is flagged; the
+            drop, its standard error and the bound are in ``unlearn_record_["checks"]``.
+            Non-finite parameters always raise
             :class:`~scvi_unlearn.unlearn.UnlearningError`.
         on_degradation
-            What to do when the retain ELBO drops by more than ``retain_tolerance``: ``"raise"``
+            What to do when the retain ELBO is not within ``retain_tolerance``: ``"raise"``
             (:class:`~scvi_unlearn.unlearn.UnlearningError`, no model returned), ``"warn"``
             (:class:`~scvi_unlearn.unlearn.UnlearningWarning`, the model is returned) or
             ``"auto"`` (default): ``"warn"`` for the methods that train a fresh model on the

@@ -30,7 +30,13 @@ from scvi_unlearn.unlearn._fast_retrain import CosineTrainingPlan, fast_retrain
 from scvi_unlearn.unlearn._finetune import RetainTrainingPlan, finetune
 from scvi_unlearn.unlearn._fisher import PreconditionedSGD, fisher
 from scvi_unlearn.unlearn._gradient_ascent import NegGradPlusPlan, gradient_ascent
-from scvi_unlearn.unlearn._guard import RETAIN_TOLERANCE, UnlearningError, UnlearningWarning
+from scvi_unlearn.unlearn._guard import (
+    CHECK_Z,
+    MIN_CHECK_CELLS,
+    RETAIN_TOLERANCE,
+    UnlearningError,
+    UnlearningWarning,
+)
 from scvi_unlearn.unlearn._mi_regularized import MIRegularizedPlan, mi_regularized
 from scvi_unlearn.unlearn._parallel import UnlearningJob, run_jobs
 from scvi_unlearn.unlearn._plan import NonFiniteLossError, UnlearningTrainingPlan
@@ -49,9 +55,11 @@ from scvi_unlearn.unlearn._ssd import ssd
 from scvi_unlearn.unlearn._task import UnlearningTask
 
 __all__ = [
+    "CHECK_Z",
     "DEFAULT_METHOD",
     "FROM_SCRATCH",
     "METHODS",
+    "MIN_CHECK_CELLS",
     "RETAIN_CAP",
     "RETAIN_FLOOR",
     "RETAIN_PER_FORGET",

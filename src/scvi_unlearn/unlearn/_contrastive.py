@@ -154,8 +154,8 @@ def contrastive(
     docs/unlearning.md, "Defaults across training lengths and forget sets": pbmc68k originals of 60
     / 200 / 400 epochs x 9 forget sets, a simulated dataset): the held-out ELBO of the other cell
     types fell by more than 2% in 16 of 28 settings (worst -6.4%; mostly large types and random
-    sets). ``unlearn``'s retain-ELBO check (2%) flagged 15 of them; ``unlearn`` stops
-    there with an ``UnlearningError`` by default (``on_degradation="auto"``).
+    sets). ``unlearn``'s retain-ELBO check (2%, with its 95% margin) flags all 16; ``unlearn``
+    stops there with an ``UnlearningError`` by default (``on_degradation="auto"``).
     """
     if not 0.0 <= shrink <= 1.0:
         raise ValueError(f"shrink must be in [0, 1], got {shrink}.")

@@ -152,8 +152,8 @@ def mi_regularized(
     docs/unlearning.md, "Defaults across training lengths and forget sets": pbmc68k originals of 60
     / 200 / 400 epochs x 9 forget sets, a simulated dataset): the held-out ELBO of the other cell
     types fell by more than 2% in 10 of 28 settings (worst -13.8%; Dendritic, random sets and some
-    smaller types). ``unlearn``'s retain-ELBO check (2%) flagged 8 of them; ``unlearn`` stops
-    there with an ``UnlearningError`` by default (``on_degradation="auto"``).
+    smaller types). ``unlearn``'s retain-ELBO check (2%, with its 95% margin) flags all 10;
+    ``unlearn`` stops there with an ``UnlearningError`` by default (``on_degradation="auto"``).
     """
     check_game(mi_weight, critic_warmup, lr, critic_lr)
     if isinstance(critic_steps, bool) or not isinstance(critic_steps, int) or critic_steps < 1:
