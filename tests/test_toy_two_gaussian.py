@@ -23,7 +23,7 @@ from scvi_unlearn.toy._batched_mlp import (
     init_batched_mlp,
     train_batched_mlp,
 )
-from scvi_unlearn.toy._two_gaussian import bayes_posterior
+from scvi_unlearn.toy._two_gaussian_data import bayes_posterior
 
 # a small, fast version of the task: one point among 1,000 is memorized more visibly than among
 # 5,000, and the tests stay well inside their time budget

@@ -15,6 +15,11 @@ of the module, so one mini-batch costs one vectorised backward pass instead of o
 per example.  The squared gradient of a *batch* loss (what the original study used) is not
 this quantity: :math:`(\\sum_i g_i)^2 \\ne \\sum_i g_i^2`.
 
+By default the parameters of linear and normalisation layers skip vmap: their per-example
+squared gradients come from one ordinary backward pass (:mod:`scvi_unlearn.fisher._taps`); the
+context managers that make scvi-tools' forward pass batchable by vmap are in
+:mod:`scvi_unlearn.fisher._vmap_compat`.
+
 Parameters that receive no gradient from the loss (not on the computational path, e.g. scVI's
 ``px_r_decoder`` when ``dispersion="gene"``) are found by an ordinary autograd pass
 (``allow_unused``) and excluded; they are reported in :attr:`DiagonalFisher.excluded`, never
@@ -23,16 +28,16 @@ counted as zeros.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 from torch.func import functional_call, grad, vmap
-from torch.nn import functional as F
 
 from scvi_unlearn._evaluation import eval_mode
+from scvi_unlearn.fisher._taps import _Taps, _verified
+from scvi_unlearn.fisher._vmap_compat import _no_distribution_validation, _vmap_compatible_one_hot
 
 #: A per-example loss: ``loss_fn(module, inputs) -> Tensor`` of shape ``(n,)`` for inputs whose
 #: tensors all have a leading example dimension ``n``.
@@ -92,52 +97,6 @@ class _Bound(nn.Module):
         return self._loss_fn(self.m, inputs)
 
 
-@contextlib.contextmanager
-def _no_distribution_validation() -> Iterator[None]:
-    """Disable torch.distributions argument checks (data-dependent control flow breaks vmap)."""
-    previous = torch.distributions.Distribution._validate_args
-    torch.distributions.Distribution.set_default_validate_args(False)
-    try:
-        yield
-    finally:
-        torch.distributions.Distribution.set_default_validate_args(previous)
-
-
-def _batchable_one_hot(tensor: torch.Tensor, num_classes: int = -1) -> torch.Tensor:
-    """``one_hot`` without the data-dependent range checks that :func:`torch.func.vmap` rejects."""
-    if num_classes < 0:
-        return _ORIGINAL_ONE_HOT(tensor, num_classes)
-    classes = torch.arange(num_classes, device=tensor.device)
-    return (tensor.unsqueeze(-1) == classes).long()
-
-
-_ORIGINAL_ONE_HOT = torch.nn.functional.one_hot
-
-
-@contextlib.contextmanager
-def _vmap_compatible_one_hot() -> Iterator[None]:
-    """Swap ``one_hot`` (in torch.nn.functional and scvi modules importing it) while vmapping.
-
-    scvi-tools one-hot encodes batch / label indices (covariate injection, ``gene-batch`` and
-    ``gene-label`` dispersion, library-size priors); torch's ``one_hot`` validates the index
-    range with data-dependent checks, which vmap cannot batch.  The replacement computes the
-    same tensor by comparison.  Everything is restored on exit.
-    """
-    import sys
-
-    patched = [(torch.nn.functional, "one_hot")]
-    for name, mod in list(sys.modules.items()):
-        if name.startswith("scvi.") and getattr(mod, "one_hot", None) is _ORIGINAL_ONE_HOT:
-            patched.append((mod, "one_hot"))
-    for mod, attr in patched:
-        setattr(mod, attr, _batchable_one_hot)
-    try:
-        yield
-    finally:
-        for mod, attr in patched:
-            setattr(mod, attr, _ORIGINAL_ONE_HOT)
-
-
 #: Examples of the first mini-batch used to classify parameters (used / tapped / vmap).
 _PROBE_SIZE = 16
 
@@ -151,166 +110,6 @@ def _batch_gradients(
         loss = functional_call(bound, (probe, buffers), (inputs,)).sum()
         grads = torch.autograd.grad(loss, list(probe.values()), allow_unused=True)
     return dict(zip(probe, grads))
-
-
-class _Taps:
-    """Per-example squared gradients from one ordinary backward pass, without vmap.
-
-    Three kinds of parameters are *tapped*:
-
-    * ``nn.Linear`` (:math:`y = W a + b`), applied ``C`` times per example (e.g. once per
-      posterior draw): example :math:`i`'s gradient is
-      :math:`\\nabla_W \\ell_i = \\sum_c g_{ic} a_{ic}^\\top` with :math:`g_{ic}` the
-      gradient of the loss with respect to the layer output, so its elementwise square summed
-      over examples is :math:`\\sum_{c, c'} (g_c \\odot g_{c'})^\\top (a_c \\odot a_{c'})`:
-      ``C^2`` products of (examples x out) and (examples x in) matrices, never materialising
-      the (examples x out x in) per-example gradients (the trick behind Opacus' ghost norms
-      and BackPACK's diagonal second moments);
-    * eval-mode ``nn.BatchNorm1d`` (running statistics) and affine ``nn.LayerNorm``
-      (:math:`y = \\hat a \\odot w + b`): :math:`\\nabla_w \\ell_i = \\sum_c g_{ic}
-      \\odot \\hat a_{ic}`, :math:`\\nabla_b \\ell_i = \\sum_c g_{ic}`;
-    * parameters declared ``expandable`` (used only through broadcasting against the example
-      dimension, like scVI's gene dispersion ``px_r``): they are replaced by an (examples x
-      shape) copy, whose gradient rows are the per-example gradients.
-
-    Output gradients come from zero-valued probes added to each layer output, differentiated
-    in one ordinary backward pass of the summed loss (examples are independent, so the
-    gradient of the sum with respect to example ``i``'s output is that of :math:`\\ell_i`).
-    A layer called on anything but an (examples x features) input is flagged irregular and
-    left to the vmap route; so is any tapped parameter whose summed per-example gradient does
-    not match autograd's batch gradient on the first mini-batch (see :func:`_verified`).
-    """
-
-    def __init__(self, layers: dict[str, nn.Module], expandable: tuple[str, ...]):
-        self.layers = layers
-        self.expandable = expandable
-        self.records: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {}
-        self.irregular: set[str] = set()
-        self._n = 0
-        self._active = False
-        self._summed: dict[str, torch.Tensor] = {}
-        self._handles = []
-
-    def __enter__(self):
-        for name, layer in self.layers.items():
-            self._handles.append(layer.register_forward_hook(self._hook(name)))
-        return self
-
-    def __exit__(self, *exc):
-        for h in self._handles:
-            h.remove()
-        self._handles.clear()
-
-    def _hook(self, name):
-        def hook(layer, args, output):
-            if not self._active:
-                return None
-            a = args[0] if args else None
-            if a is None or a.dim() != 2 or a.shape[0] != self._n:
-                self.irregular.add(name)
-                return None
-            if isinstance(layer, nn.Linear):
-                feature = a.detach()
-            elif isinstance(layer, nn.BatchNorm1d):
-                feature = (a.detach() - layer.running_mean) / torch.sqrt(
-                    layer.running_var + layer.eps
-                )
-            else:  # nn.LayerNorm
-                feature = F.layer_norm(a.detach(), layer.normalized_shape, eps=layer.eps)
-            probe = torch.zeros_like(output, requires_grad=True)
-            self.records.setdefault(name, []).append((feature, probe))
-            return output + probe
-
-        return hook
-
-    def run(self, bound, params, buffers, inputs, n, summed=False) -> dict[str, torch.Tensor]:
-        """Squared-gradient sums (float64) of every tapped parameter on one mini-batch.
-
-        With ``summed=True`` also keeps the summed per-example gradients (for
-        :func:`_verified`).  Products are formed in the module's dtype (one matrix product per
-        layer, over the stacked pairs of calls) and accumulated in float64.
-        """
-        self.records, self._n, self._summed = {}, n, {}
-        expanded = {}
-        for k in self.expandable:
-            expanded[k] = torch.zeros((n, *params[k].shape), requires_grad=True)
-        call_params = dict(params)
-        for k, probe in expanded.items():
-            call_params[k] = params[k].expand(n, *params[k].shape) + probe
-        self._active = True
-        try:
-            with torch.enable_grad():
-                loss = functional_call(bound, (call_params, buffers), (inputs,)).sum()
-        finally:
-            self._active = False
-        probes = [p for recs in self.records.values() for _, p in recs] + list(expanded.values())
-        if not probes:
-            return {}
-        with torch.enable_grad():
-            grads = list(torch.autograd.grad(loss, probes, allow_unused=True))
-        out: dict[str, torch.Tensor] = {}
-        for name, recs in self.records.items():
-            feats = [f for f, _ in recs]
-            outs = []
-            for _, p in recs:
-                g = grads.pop(0)
-                outs.append(torch.zeros_like(p) if g is None else g.detach())
-            if name in self.irregular:
-                continue
-            layer = self.layers[name]
-            bias_grad = torch.stack(outs).sum(0).double()  # per-example bias gradients
-            if isinstance(layer, nn.Linear):
-                if len(recs) == 1:
-                    u, v = outs[0] * outs[0], feats[0] * feats[0]
-                else:  # sum over ordered pairs of calls = diagonal + 2 x upper triangle
-                    us, vs = [], []
-                    for c in range(len(recs)):
-                        for d in range(c, len(recs)):
-                            us.append(outs[c] * outs[d] * (1.0 if c == d else 2.0))
-                            vs.append(feats[c] * feats[d])
-                    u, v = torch.cat(us), torch.cat(vs)
-                out[f"{name}.weight"] = (u.T @ v).double()
-                if summed:
-                    self._summed[f"{name}.weight"] = sum(
-                        g.double().T @ f.double() for g, f in zip(outs, feats)
-                    )
-            else:
-                w_grad = sum(g.double() * f.double() for g, f in zip(outs, feats))
-                out[f"{name}.weight"] = (w_grad * w_grad).sum(0)
-                if summed:
-                    self._summed[f"{name}.weight"] = w_grad.sum(0)
-            out[f"{name}.bias"] = (bias_grad * bias_grad).sum(0)
-            if summed:
-                self._summed[f"{name}.bias"] = bias_grad.sum(0)
-        for k, g in zip(expanded, grads):
-            g = torch.zeros(expanded[k].shape) if g is None else g
-            g = g.double()
-            out[k] = (g * g).sum(0)
-            if summed:
-                self._summed[k] = g.sum(0)
-        return out
-
-    def summed_gradients(self) -> dict[str, torch.Tensor]:
-        """Sum over examples of the per-example gradients of the last :meth:`run`."""
-        return self._summed
-
-
-def _verified(candidates: set[str], taps: _Taps, batch_grads) -> set[str]:
-    """The tapped parameters whose summed per-example gradient equals autograd's.
-
-    A parameter used outside its layer's ``forward`` (weight tying, direct use by the parent
-    module) would be tapped incompletely; it is caught here and left to the vmap route.
-    """
-    ok = set()
-    summed = taps.summed_gradients()
-    for pname in candidates:
-        if pname not in summed:
-            continue
-        ref = batch_grads[pname].double()
-        scale = float(ref.abs().max())
-        if torch.allclose(summed[pname], ref, rtol=1e-3, atol=1e-5 * scale + 1e-12):
-            ok.add(pname)
-    return ok
 
 
 def squared_gradient_mean(

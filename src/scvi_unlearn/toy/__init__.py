@@ -14,12 +14,11 @@ from scvi_unlearn.toy._mutual_information import (
 from scvi_unlearn.toy._two_gaussian import (
     ARMS,
     SEED_NOTEBOOK_NUMBERS,
-    TwoGaussianData,
-    make_two_gaussian,
     summarize_two_gaussian,
     two_gaussian_experiment,
     two_gaussian_table,
 )
+from scvi_unlearn.toy._two_gaussian_data import TwoGaussianData, make_two_gaussian
 
 __all__ = [
     "ARMS",

@@ -1,17 +1,18 @@
-"""DP-SGD training of an scVI module through Opacus: the per-cell wrapper and the loop.
+"""DP-SGD training of an scVI module through Opacus: the training loop and its accounting.
 
 The machinery behind :func:`scvi_unlearn.unlearn.dp_sgd` and
 :func:`scvi_unlearn.unlearn.train_private` (Abadi et al. 2016, "Deep Learning with Differential
 Privacy", ACM CCS; Yousefpour et al. 2021, "Opacus: User-Friendly Differential Privacy Library in
 PyTorch", arXiv:2109.12298).  What Opacus needs of scVI is listed in the docstring of
-:mod:`scvi_unlearn.unlearn._dp_sgd` and in ``docs/dp_sgd.md``.
+:mod:`scvi_unlearn.unlearn._dp_sgd` and in ``docs/dp_sgd.md``.  The per-cell loss module is in
+:mod:`scvi_unlearn.unlearn._dp_wrapper`, the argument checks in
+:mod:`scvi_unlearn.unlearn._dp_checks`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
-import math
 import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -19,19 +20,11 @@ from typing import Any
 import numpy as np
 import torch
 from scvi import REGISTRY_KEYS
-from scvi.module._constants import MODULE_KEYS
 from torch import nn
-from torch.func import functional_call
-from torch.nn import functional as F
 
-from scvi_unlearn.unlearn._dp_split import (
-    clipped_backward,
-    split_at_loss_inputs,
-    split_is_complete,
-)
-
-#: accountants of Opacus' ``PrivacyEngine`` accepted here
-ACCOUNTANTS = ("prv", "rdp", "gdp")
+from scvi_unlearn.unlearn._dp_checks import _check_hyperparameters, _check_no_batch_norm, _device
+from scvi_unlearn.unlearn._dp_split import clipped_backward, split_is_complete
+from scvi_unlearn.unlearn._dp_wrapper import PerCellCriterion, PerCellELBO
 
 #: Opacus / torch warnings that do not concern the user: secure_mode off (noise from torch's
 #: ordinary generator, see the Notes of :func:`dp_sgd`), the RDP order grid, and full backward
@@ -44,181 +37,6 @@ _OPACUS_NOISE = (
 
 #: registry keys that are not per-cell tensors
 _SKIP_KEYS = (REGISTRY_KEYS.MINIFY_TYPE_KEY,)
-
-
-# ---------------------------------------------------------------------------- wrapper
-class PerCellELBO(nn.Module):
-    """Tensor-input wrapper of a scVI :class:`~scvi.module.VAE` returning per-cell losses.
-
-    ``forward(*tensors)`` takes the registry tensors of a minibatch (in the order of ``keys``;
-    every tensor has the cells along its first dimension) and returns the negative ELBO of each
-    cell, ``reconstruction NLL + kl_weight * KL(q(z|x) || p(z)) + KL(q(l|x) || p(l))``: one loss
-    per cell, as DP-SGD's per-example clipping needs.
-
-    The VAE's dispersion ``px_r`` (``dispersion`` ``"gene"``, ``"gene-batch"`` or
-    ``"gene-label"``) is a parameter of the VAE module itself, which Opacus cannot differentiate
-    per cell.  It is moved into :attr:`dispersion`, an ``nn.Linear(k, n_genes, bias=False)``
-    with weight ``px_r`` (reshaped to ``(n_genes, k)``) applied to a column of ones
-    (``"gene"``, ``k = 1``) or to the one-hot batch / label of the cell, which gives every cell
-    exactly the row of ``px_r`` that scVI would use.  The VAE's own ``px_r`` is frozen and
-    replaced by this per-cell value during the forward pass (:func:`torch.func.functional_call`);
-    :meth:`write_back` copies the trained value into it.
-
-    Parameters
-    ----------
-    vae
-        The scVI module (modified: its ``px_r`` is frozen until :meth:`write_back`).
-    keys
-        Registry keys of the positional inputs of :meth:`forward`.
-    kl_weight
-        Weight of the KL divergence of ``z`` (1: the ELBO).
-    """
-
-    def __init__(self, vae: nn.Module, keys: Sequence[str], kl_weight: float = 1.0):
-        super().__init__()
-        self.vae = vae
-        self.keys = tuple(keys)
-        self.kl_weight = float(kl_weight)
-        #: compute the loss on leaf copies of the loss inputs (``_dp_split``); the
-        #: ``(original, leaf)`` pairs of the last forward pass are in :attr:`pairs`
-        self.split_likelihood = False
-        self.pairs: list | None = None
-        self.mode = getattr(vae, "dispersion", "gene-cell")
-        px_r = getattr(vae, "px_r", None)
-        if self.mode in ("gene", "gene-batch", "gene-label") and isinstance(px_r, nn.Parameter):
-            n_genes = px_r.shape[0]
-            k = 1 if px_r.dim() == 1 else px_r.shape[1]
-            self.dispersion: nn.Linear | None = nn.Linear(k, n_genes, bias=False)
-            with torch.no_grad():
-                self.dispersion.weight.copy_(px_r.detach().reshape(n_genes, k))
-            px_r.requires_grad_(False)
-        else:
-            self.dispersion = None
-
-    def _dispersion_input(self, tensors: dict[str, torch.Tensor], n: int) -> torch.Tensor:
-        weight = self.dispersion.weight
-        if self.mode == "gene":
-            return torch.ones(n, 1, dtype=weight.dtype, device=weight.device)
-        key = REGISTRY_KEYS.BATCH_KEY if self.mode == "gene-batch" else REGISTRY_KEYS.LABELS_KEY
-        index = tensors[key].reshape(n, -1)[:, 0].long()
-        return F.one_hot(index, weight.shape[1]).to(weight.dtype)
-
-    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
-        """Negative ELBO of each cell (shape ``(n_cells,)``)."""
-        tensors = dict(zip(self.keys, inputs))
-        n = int(inputs[0].shape[0])
-        if self.dispersion is None:
-            inference, generative = self.vae(tensors, compute_loss=False)
-        else:
-            px_r = self.dispersion(self._dispersion_input(tensors, n))  # (n, genes)
-            mode = self.vae.dispersion
-            self.vae.dispersion = "gene"  # generative() then uses px_r as given, per cell
-            try:
-                inference, generative = functional_call(
-                    self.vae, {"px_r": px_r}, (tensors,), {"compute_loss": False}, strict=False
-                )
-            finally:
-                self.vae.dispersion = mode
-        self.pairs = None
-        if self.split_likelihood:
-            split = split_at_loss_inputs(inference, generative, n)
-            if split is not None:
-                inference, generative, self.pairs = split
-        losses = self.vae.loss(tensors, inference, generative, kl_weight=self.kl_weight)
-        rec = losses.reconstruction_loss["reconstruction_loss"]
-        kl_z = losses.kl_local[MODULE_KEYS.KL_Z_KEY]
-        kl_l = losses.kl_local[MODULE_KEYS.KL_L_KEY]
-        return rec + self.kl_weight * kl_z + kl_l
-
-    def write_back(self) -> None:
-        """Copy the trained dispersion into the VAE's ``px_r`` and unfreeze it."""
-        if self.dispersion is None:
-            return
-        px_r = self.vae.px_r
-        with torch.no_grad():
-            px_r.copy_(self.dispersion.weight.detach().reshape(px_r.shape))
-        px_r.requires_grad_(True)
-
-
-class PerCellCriterion(nn.Module):
-    """The criterion handed to Opacus: reduces :class:`PerCellELBO`'s per-cell losses.
-
-    Opacus' ghost clipping sets ``reduction = "none"`` to obtain the per-cell losses (it then
-    runs a second backward pass on the clipped sum); otherwise the mean or sum is returned.
-    """
-
-    def __init__(self, reduction: str = "mean"):
-        super().__init__()
-        self.reduction = reduction
-
-    def forward(self, per_cell: torch.Tensor, target: Any = None) -> torch.Tensor:
-        if self.reduction == "none":
-            return per_cell
-        if self.reduction == "sum":
-            return per_cell.sum()
-        return per_cell.mean()
-
-
-# ---------------------------------------------------------------------------- checks
-def _check_hyperparameters(
-    target_epsilon, target_delta, max_grad_norm, max_epochs, batch_size, lr, accountant
-) -> None:
-    def real(value) -> bool:
-        return isinstance(value, int | float | np.integer | np.floating) and not isinstance(
-            value, bool
-        )
-
-    if not real(target_epsilon) or not math.isfinite(target_epsilon) or target_epsilon <= 0:
-        raise ValueError(
-            f"target_epsilon must be a finite number > 0, got {target_epsilon!r} (epsilon is "
-            "the privacy budget; smaller is more private, typical values 1-10)."
-        )
-    if target_delta is not None and (
-        not real(target_delta) or not math.isfinite(target_delta) or not 0 < target_delta < 1
-    ):
-        raise ValueError(
-            f"target_delta must be in (0, 1) or None (1 / n^2 for n training cells), got "
-            f"{target_delta!r}; it should be well below 1 / n."
-        )
-    if not real(max_grad_norm) or not math.isfinite(max_grad_norm) or max_grad_norm <= 0:
-        raise ValueError(
-            f"max_grad_norm must be a finite number > 0 (the per-cell clipping norm), got "
-            f"{max_grad_norm!r}."
-        )
-    if isinstance(max_epochs, bool) or not isinstance(max_epochs, int | np.integer):
-        raise ValueError(f"max_epochs must be an integer >= 1, got {max_epochs!r}.")
-    if max_epochs < 1:
-        raise ValueError(f"max_epochs must be >= 1, got {max_epochs}.")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int | np.integer):
-        raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}.")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
-    if not real(lr) or not math.isfinite(lr) or lr <= 0:
-        raise ValueError(f"lr must be a finite number > 0, got {lr!r}.")
-    if accountant not in ACCOUNTANTS:
-        raise ValueError(f"accountant must be one of {ACCOUNTANTS}, got {accountant!r}.")
-
-
-def _check_no_batch_norm(module: nn.Module) -> None:
-    bad = [n for n, m in module.named_modules() if isinstance(m, nn.modules.batchnorm._NormBase)]
-    if bad:
-        raise ValueError(
-            f"DP-SGD needs a model without BatchNorm (found {bad[:3]}): BatchNorm mixes the "
-            "cells of a minibatch, so a per-cell gradient is not defined. Build the model "
-            "with use_batch_norm='none', use_layer_norm='both'."
-        )
-
-
-def _device(accelerator: str) -> torch.device:
-    if accelerator == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if accelerator in ("gpu", "cuda"):
-        return torch.device("cuda")
-    if accelerator in ("cpu", "mps"):
-        return torch.device(accelerator)
-    raise ValueError(
-        f"accelerator must be 'auto', 'cpu', 'gpu', 'cuda' or 'mps', got {accelerator!r}."
-    )
 
 
 # ---------------------------------------------------------------------------- data
