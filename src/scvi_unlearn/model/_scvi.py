@@ -5,11 +5,13 @@ from __future__ import annotations
 import copy
 import inspect
 import logging
+import warnings
 from typing import Any
 
 import numpy as np
 import scvi
 import scvi.model
+from lightning.pytorch.callbacks import Callback
 from scvi import REGISTRY_KEYS
 
 from scvi_unlearn._counts import COUNT_LIKELIHOODS, check_counts
@@ -32,6 +34,30 @@ class _NoTrainingRecordError(ValueError, AttributeError):
     (``inspect.getmembers`` in scvi-tools' ``save``) skip the property instead of failing on an
     untrained model, a datamodule-trained model or one loaded from a plain scvi-tools checkpoint.
     """
+
+
+class _RewindCheckpoint(Callback):
+    """Keeps a CPU copy of the module's ``state_dict`` after ``epoch`` completed epochs (0: the
+    weights before the first step).  Copies only: it draws no random number and changes no
+    weight, so training is the same with or without it."""
+
+    def __init__(self, epoch: int):
+        self.epoch = int(epoch)
+        self.state_dict: dict | None = None
+
+    def _keep(self, pl_module) -> None:
+        self.state_dict = {
+            k: v.detach().to("cpu", copy=True) for k, v in pl_module.module.state_dict().items()
+        }
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        if self.epoch == 0:
+            self._keep(pl_module)
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        # current_epoch is still the 0-based index of the epoch that just ended
+        if self.epoch > 0 and trainer.current_epoch + 1 == self.epoch:
+            self._keep(pl_module)
 
 
 class SCVI(UnlearningMixin, MembershipAttackMixin, FisherMixin, _BaseSCVI):
@@ -77,6 +103,9 @@ use_observed_lib_size, latent_distribution, **kwargs
     train_obs_names_: np.ndarray | None = None
     #: ``obs_names`` of the cells in the validation split of the last :meth:`train` call.
     validation_obs_names_: np.ndarray | None = None
+    #: ``{"epoch": k, "state_dict": ...}``: the module's weights after ``k`` epochs of the last
+    #: :meth:`train` call (``train(rewind_epoch=k)``), for ``unlearn(method="rewind")``.
+    rewind_checkpoint_: dict[str, Any] | None = None
 
     @classmethod
     def _get_most_recent_anndata_manager(cls, adata, required: bool = False):
@@ -92,15 +121,15 @@ use_observed_lib_size, latent_distribution, **kwargs
             return super()._get_most_recent_anndata_manager(adata, required=True)
         return manager
 
-    def train(self, *args, **kwargs):
+    def train(self, *args, rewind_epoch: int | None = None, **kwargs):
         """Train the model, exactly as :meth:`scvi.model.SCVI.train`, and record the recipe.
 
-        All arguments are those of :meth:`scvi.model.SCVI.train`.  After training,
-        :attr:`train_recipe_` holds every argument (defaults filled in) and the value of
-        ``scvi.settings.seed`` at call time, and :attr:`train_obs_names_` /
-        :attr:`validation_obs_names_` hold the ``obs_names`` of the cells of each split.  These
-        attributes are saved with the model and make an exact retrain without a set of cells
-        possible (``model.unlearn(..., method="retrain")``).
+        All arguments but ``rewind_epoch`` are those of :meth:`scvi.model.SCVI.train`.  After
+        training, :attr:`train_recipe_` holds every argument (defaults filled in, including
+        ``rewind_epoch``) and the value of ``scvi.settings.seed`` at call time, and
+        :attr:`train_obs_names_` / :attr:`validation_obs_names_` hold the ``obs_names`` of the
+        cells of each split.  These attributes are saved with the model and make an exact
+        retrain without a set of cells possible (``model.unlearn(..., method="retrain")``).
 
         With ``datamodule=`` (a model built without AnnData, e.g. ``SCVI()`` or
         ``SCVI(adata=None, registry=...)``), training is exactly scvi-tools'; the recipe is
@@ -113,14 +142,65 @@ use_observed_lib_size, latent_distribution, **kwargs
         :class:`ValueError` naming the layer and the first offending cell and gene (scvi-tools
         only samples a few rows at setup and would fail mid-training with an unreadable
         torch error); the model is then left untouched.
+
+        Parameters
+        ----------
+        *args, **kwargs
+            Exactly as in :meth:`scvi.model.SCVI.train`.
+        rewind_epoch
+            Keep a copy of the module's weights after this many completed epochs of this call
+            (``0``: the weights before the first step) in :attr:`rewind_checkpoint_`
+            (``{"epoch": rewind_epoch, "state_dict": ...}``, on the CPU), saved and loaded
+            with the model; ``unlearn(..., method="rewind")`` restarts from it.  An int in
+            ``[0, max_epochs)``.  It copies only: the trained weights are the same with or
+            without it.  The checkpoint is as large as the weights (a saved model doubles in
+            size), and after ``rewind_epoch > 0`` epochs it has seen every training cell.
+            ``None`` (default): no checkpoint (any previous one is dropped).  If early stopping
+            ends training before ``rewind_epoch`` epochs, no checkpoint is kept (a warning).
         """
         recipe = self._bind_train_arguments(args, kwargs)
+        self._check_rewind_epoch(rewind_epoch, recipe.get("max_epochs"))
+        recipe["rewind_epoch"] = rewind_epoch
         if recipe.get("datamodule") is None:
             self._check_registered_counts()
+        keeper = None
+        if rewind_epoch is not None:
+            keeper = _RewindCheckpoint(rewind_epoch)
+            kwargs["callbacks"] = [*(kwargs.get("callbacks") or []), keeper]
         result = super().train(*args, **kwargs)
         self.train_recipe_ = recipe
         self._record_split_cells(custom_datamodule=recipe.get("datamodule") is not None)
+        self.rewind_checkpoint_ = None
+        if keeper is not None:
+            if keeper.state_dict is None:
+                warnings.warn(
+                    f"Training stopped before epoch {rewind_epoch} (early stopping): no rewind "
+                    "checkpoint was kept (rewind_checkpoint_ is None).",
+                    UserWarning,
+                    stacklevel=2,
+                )
+            else:
+                self.rewind_checkpoint_ = {
+                    "epoch": int(rewind_epoch),
+                    "state_dict": keeper.state_dict,
+                }
         return result
+
+    @staticmethod
+    def _check_rewind_epoch(rewind_epoch, max_epochs) -> None:
+        if rewind_epoch is None:
+            return
+        if isinstance(rewind_epoch, bool) or not isinstance(rewind_epoch, int | np.integer):
+            raise ValueError(
+                f"rewind_epoch must be an int (completed epochs) or None, got {rewind_epoch!r}."
+            )
+        if rewind_epoch < 0:
+            raise ValueError(f"rewind_epoch must be >= 0, got {rewind_epoch}.")
+        if max_epochs is not None and rewind_epoch >= int(max_epochs):
+            raise ValueError(
+                f"rewind_epoch must be < max_epochs ({max_epochs}), got {rewind_epoch}: the "
+                "checkpoint is taken during training."
+            )
 
     def _check_registered_counts(self) -> None:
         manager = getattr(self, "_adata_manager", None)

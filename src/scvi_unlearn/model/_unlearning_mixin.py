@@ -58,7 +58,8 @@ class UnlearningMixin:
             ``"fast_retrain"`` (the default, chosen by measurement: ``docs/unlearning.md``) and
             ``"dp_sgd"``; the approximate ``"finetune"``, ``"gradient_ascent"``, ``"ssd"``,
             ``"scrub"``, ``"contrastive"``, ``"fisher"``, ``"extragradient"``,
-            ``"mi_regularized"``, ``"reinit_finetune"`` and, for a
+            ``"mi_regularized"``, ``"reinit_finetune"``, ``"rewind"`` (needs a model trained
+            with ``train(..., rewind_epoch=k)``) and, for a
             :class:`~scvi_unlearn.ConditionalSCVI` only, ``"conditional_reset"``; or one added
             with :func:`scvi_unlearn.unlearn.register`.
         seed

@@ -50,6 +50,7 @@ from scvi_unlearn.unlearn._registry import (
 )
 from scvi_unlearn.unlearn._reinit_finetune import reinit_finetune
 from scvi_unlearn.unlearn._retrain import retrain
+from scvi_unlearn.unlearn._rewind import rewind
 from scvi_unlearn.unlearn._scrub import ScrubPlan, scrub
 from scvi_unlearn.unlearn._ssd import ssd
 from scvi_unlearn.unlearn._task import UnlearningTask
@@ -99,6 +100,7 @@ __all__ = [
     "trainer_arguments",
     "retain_sample_size",
     "retrain",
+    "rewind",
     "scrub",
     "ssd",
     "verify_forget_digest",

@@ -104,12 +104,36 @@ def fast_retrain(
     epochs at 1.5e-2, 12 at 2e-2, batch 256 at 2e-2) are unstable (mean z down to -22,
     held-out ELBO -2% to -22%).  Measured only on originals trained 200 epochs.
     """
+    check_fast_schedule(schedule, lr, epoch_fraction)
+    max_epochs = fast_epochs(task, epoch_fraction, min_epochs, max_epochs)
+    model = task.new_model(copy_weights=False)
+    train_fast(
+        task,
+        model,
+        max_epochs=max_epochs,
+        lr=lr,
+        schedule=schedule,
+        batch_size=batch_size,
+        accelerator=accelerator,
+        devices=devices,
+        enable_progress_bar=enable_progress_bar,
+        **trainer_kwargs,
+    )
+    return model
+
+
+def check_fast_schedule(schedule: str, lr: float, epoch_fraction: float) -> None:
+    """Validate the hyper-parameters of :func:`train_fast` and of the budget rule."""
     if schedule not in ("cosine", "constant"):
         raise ValueError(f"schedule must be 'cosine' or 'constant', got {schedule!r}.")
     if not 0 < epoch_fraction <= 1:
         raise ValueError(f"epoch_fraction must be in (0, 1], got {epoch_fraction}.")
     if lr <= 0:
         raise ValueError(f"lr must be > 0, got {lr}.")
+
+
+def fast_epochs(task, epoch_fraction: float, min_epochs: int, max_epochs: int | None) -> int:
+    """``max_epochs``, or :func:`fast_budget` of the original's recorded epochs when ``None``."""
     recipe = getattr(task.original, "train_recipe_", None) or {}
     if max_epochs is None:
         if recipe.get("max_epochs") is None:
@@ -120,7 +144,31 @@ def fast_retrain(
         max_epochs = fast_budget(int(recipe["max_epochs"]), epoch_fraction, min_epochs)
     if int(max_epochs) < 1:
         raise ValueError(f"max_epochs must be >= 1, got {max_epochs}.")
-    max_epochs = int(max_epochs)
+    return int(max_epochs)
+
+
+def train_fast(
+    task,
+    model,
+    *,
+    max_epochs: int,
+    lr: float = 1.2e-2,
+    schedule: str = "constant",
+    batch_size: int = 128,
+    accelerator: str = "auto",
+    devices: Any = "auto",
+    enable_progress_bar: bool = True,
+    **trainer_kwargs,
+) -> None:
+    """Train ``model`` in place with ``fast_retrain``'s schedule: the training of
+    ``fast_retrain`` (from a fresh initialisation) and of ``rewind`` (from a checkpoint).
+
+    The retain cells of ``task``, in their original train / validation roles, ``max_epochs``
+    epochs of ``batch_size`` cells, KL weight 1 from the first step, Adam at ``lr``, constant
+    or cosine-decayed (``schedule``), no early stopping.  Afterwards the model keeps the
+    original's recipe (:meth:`UnlearningTask.retain_recipe`) and its per-epoch losses are
+    appended to ``task.log``.
+    """
     splitter: dict[str, Any] = {"external_indexing": task.retain_indexing()}
     tail = task.train_indices.size % batch_size
     if task.train_indices.size > batch_size and 0 < tail < MIN_LAST_BATCH:
@@ -130,7 +178,6 @@ def fast_retrain(
         "n_epochs_kl_warmup": None,
         "n_steps_kl_warmup": None,
     }
-    model = task.new_model(copy_weights=False)
     if schedule == "cosine":
         model._training_plan_cls = CosineTrainingPlan
         plan_kwargs["total_epochs"] = max_epochs
@@ -150,4 +197,3 @@ def fast_retrain(
     # later fast retrain's budget, follows the original training, not this short schedule
     model.train_recipe_ = task.retain_recipe()
     task.log_history(model)
-    return model

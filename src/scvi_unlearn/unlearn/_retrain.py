@@ -58,6 +58,9 @@ def retrain(
 
     Notes
     -----
+    A recorded ``rewind_epoch`` is replayed too: the new model keeps its own rewind checkpoint
+    (trained on the retain cells only), unless ``max_epochs`` ends training before it.
+
     If the retain training split leaves a last minibatch of 1–2 cells, it is dropped each epoch
     (``drop_last``), as a single-cell batch breaks BatchNorm; scvi-tools' own splitter avoids
     such batches by moving those cells to validation.
@@ -98,6 +101,9 @@ def retrain(
         from scvi.model._utils import get_max_epochs_heuristic
 
         kwargs["max_epochs"] = get_max_epochs_heuristic(task.original.adata.n_obs)
+    rewind_epoch = kwargs.get("rewind_epoch")
+    if rewind_epoch is not None and int(kwargs["max_epochs"]) <= int(rewind_epoch):
+        kwargs["rewind_epoch"] = None  # a shortened retrain never reaches the recorded epoch
     model = task.new_model(copy_weights=False)
     model.train(**kwargs)
     task.log_history(model)
