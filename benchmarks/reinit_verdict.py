@@ -24,14 +24,11 @@ Results: docs/fast_unlearning.md, "Partial re-initialisation + retain fine-tune"
 
 from __future__ import annotations
 
-import argparse
 import time
-from pathlib import Path
 
-import pandas as pd
-from equivalence_power import forget_sets, markdown, setting, verdict_columns
+from equivalence_power import setting
+from verdict_grid import grid_parser, run_grid
 
-SETS = ("CD56+ NK (22)", "CD14+ Monocyte (90)")
 #: reinit_finetune settings (saliency, fraction, epochs, lr, other): name -> hyper-parameters
 GRID = [
     ("forget", 0.01, 20, 5e-3, {}),
@@ -74,79 +71,17 @@ BASELINES = ("fast_retrain", "finetune")
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cache", default=".equivalence_refs", help="folder of the retrains")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads")
-    parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--sets", nargs="*", default=list(SETS))
+    parser = grid_parser(__doc__.splitlines()[0], BASELINES)
     parser.add_argument("--settings", nargs="*", default=list(SETTINGS))
-    parser.add_argument("--baselines", nargs="*", default=list(BASELINES))
-    parser.add_argument("--retrain-time", type=float, default=None, help="seconds (skip timing)")
-    parser.add_argument("--out", default=None, help="CSV of every run")
     args = parser.parse_args()
 
     t0 = time.perf_counter()
     su, adata, model = setting(args.cache, args.threads)
-    sets = forget_sets(su, adata)
-    retrain_job = [su.unlearn.UnlearningJob("retrain", 100)]
-    full_time = args.retrain_time
-    if full_time is None:
-        [(_, full_time)] = su.unlearn.run_jobs(model, sets[args.sets[0]], retrain_job)
-    runs = [(f"reinit_finetune ({s})", "reinit_finetune", SETTINGS[s]) for s in args.settings]
-    runs += [(m, m, {}) for m in args.baselines]
-    rows = []
-    for set_name in args.sets:
-        forget = sets[set_name]
-        folder = Path(args.cache) / set_name.split(" (")[0].replace("+", "p").replace(" ", "_")
-        refs = su.attack.train_references(model, forget, range(5), folder=folder)
-        score_cache = su.attack.ScoreCache(adata, n_draws=8, seed=0)
-        for label, method, kwargs in runs:
-            jobs = [
-                su.unlearn.UnlearningJob(
-                    method, s, {**kwargs, "on_degradation": "warn"}, quiet_degradation=True
-                )
-                for s in range(args.seeds)
-            ]
-            for job, (new, wall) in zip(jobs, su.unlearn.run_jobs(model, forget, jobs)):
-                rep = su.attack.equivalence_test(new, refs, forget, adata=adata, cache=score_cache)
-                rows.append(
-                    {"forget set": set_name, "method": label, "seed": job.seed}
-                    | verdict_columns(rep, wall, full_time, new)
-                )
-                print(
-                    {k: round(v, 3) if isinstance(v, float) else v for k, v in rows[-1].items()},
-                    f"({time.perf_counter() - t0:.0f} s)",
-                    flush=True,
-                )
-    if args.retrain_time is None:  # the machine is shared: time the retrain again at the end
-        [(_, again)] = su.unlearn.run_jobs(model, sets[args.sets[0]], retrain_job)
-        print(f"retrain: {full_time:.1f} s at the start, {again:.1f} s at the end", flush=True)
-        for row in rows:
-            row["time / retrain"] *= full_time / ((full_time + again) / 2)
-        full_time = (full_time + again) / 2
-    table = pd.DataFrame(rows)
-    if args.out:
-        table.to_csv(args.out, index=False)
-    out = []
-    for (set_name, name), g in table.groupby(["forget set", "method"], sort=False):
-        counts = g["decision"].value_counts()
-        out.append(
-            {
-                "forget set": set_name,
-                "method": name,
-                "time / retrain": f"{g['time / retrain'].mean():.3f}",
-                "mean z (seeds)": " / ".join(f"{z:+.2f}" for z in g["mean z"]),
-                "decision": ", ".join(f"{d} {n}/{len(g)}" for d, n in counts.items()),
-                "same-type ELBO ok": f"{int(g['same-type ok'].sum())}/{len(g)}",
-                "other-type held-out ELBO vs retrains": " / ".join(
-                    f"{v:+.2f}%" for v in g["other types vs retrains (%)"]
-                ),
-                "retain drop": " / ".join(f"{v:+.2f}%" for v in g["retain check drop (%)"]),
-                "passed": f"{int(g['passed'].sum())}/{len(g)}",
-            }
-        )
-    print(f"\nfull retrain: {full_time:.1f} s; total {time.perf_counter() - t0:.0f} s\n")
-    print(markdown(pd.DataFrame(out)))
+    runs = [
+        (f"reinit_finetune ({s})", model, "reinit_finetune", SETTINGS[s]) for s in args.settings
+    ]
+    runs += [(m, model, m, {}) for m in args.baselines]
+    run_grid(su, adata, model, runs, args, t0)
 
 
 if __name__ == "__main__":

@@ -36,15 +36,13 @@ Results: the docstring of ``scvi_unlearn.unlearn.rewind``.
 
 from __future__ import annotations
 
-import argparse
 import time
 from pathlib import Path
 
-import pandas as pd
 import torch
-from equivalence_power import forget_sets, markdown, setting, verdict_columns
+from equivalence_power import setting
+from verdict_grid import grid_parser, run_grid
 
-SETS = ("CD56+ NK (22)", "CD14+ Monocyte (90)")
 REWIND_EPOCHS = (10, 20, 40)
 EPOCHS = (5, 10, 15)
 LRS = (1.2e-2,)
@@ -76,27 +74,15 @@ def rewound_original(su, adata, cache: str, k: int, reference):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cache", default=".equivalence_refs", help="folder of the retrains")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads")
-    parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--sets", nargs="*", default=list(SETS))
+    parser = grid_parser(__doc__.splitlines()[0], BASELINES)
     parser.add_argument("--rewind-epochs", nargs="*", type=int, default=list(REWIND_EPOCHS))
     parser.add_argument("--epochs", nargs="*", type=int, default=list(EPOCHS))
     parser.add_argument("--lr", nargs="*", type=float, default=list(LRS))
-    parser.add_argument("--baselines", nargs="*", default=list(BASELINES))
-    parser.add_argument("--retrain-time", type=float, default=None, help="seconds (skip timing)")
-    parser.add_argument("--out", default=None, help="CSV of every run")
     args = parser.parse_args()
 
     t0 = time.perf_counter()
     su, adata, model = setting(args.cache, args.threads)
     originals = {k: rewound_original(su, adata, args.cache, k, model) for k in args.rewind_epochs}
-    sets = forget_sets(su, adata)
-    retrain_job = [su.unlearn.UnlearningJob("retrain", 100)]
-    full_time = args.retrain_time
-    if full_time is None:
-        [(_, full_time)] = su.unlearn.run_jobs(model, sets[args.sets[0]], retrain_job)
     runs = [
         (f"rewind k{k} e{e} lr{lr:g}", originals[k], "rewind", {"max_epochs": e, "lr": lr})
         for k in args.rewind_epochs
@@ -104,59 +90,7 @@ def main() -> None:
         for lr in args.lr
     ]
     runs += [(m, model, m, {}) for m in args.baselines]
-    rows = []
-    for set_name in args.sets:
-        forget = sets[set_name]
-        folder = Path(args.cache) / set_name.split(" (")[0].replace("+", "p").replace(" ", "_")
-        refs = su.attack.train_references(model, forget, range(5), folder=folder)
-        score_cache = su.attack.ScoreCache(adata, n_draws=8, seed=0)
-        for label, original, method, kwargs in runs:
-            jobs = [
-                su.unlearn.UnlearningJob(
-                    method, s, {**kwargs, "on_degradation": "warn"}, quiet_degradation=True
-                )
-                for s in range(args.seeds)
-            ]
-            for job, (new, wall) in zip(jobs, su.unlearn.run_jobs(original, forget, jobs)):
-                rep = su.attack.equivalence_test(new, refs, forget, adata=adata, cache=score_cache)
-                rows.append(
-                    {"forget set": set_name, "method": label, "seed": job.seed}
-                    | verdict_columns(rep, wall, full_time, new)
-                )
-                print(
-                    {k: round(v, 3) if isinstance(v, float) else v for k, v in rows[-1].items()},
-                    f"({time.perf_counter() - t0:.0f} s)",
-                    flush=True,
-                )
-    if args.retrain_time is None:  # the machine is shared: time the retrain again at the end
-        [(_, again)] = su.unlearn.run_jobs(model, sets[args.sets[0]], retrain_job)
-        print(f"retrain: {full_time:.1f} s at the start, {again:.1f} s at the end", flush=True)
-        for row in rows:
-            row["time / retrain"] *= full_time / ((full_time + again) / 2)
-        full_time = (full_time + again) / 2
-    table = pd.DataFrame(rows)
-    if args.out:
-        table.to_csv(args.out, index=False)
-    out = []
-    for (set_name, name), g in table.groupby(["forget set", "method"], sort=False):
-        counts = g["decision"].value_counts()
-        out.append(
-            {
-                "forget set": set_name,
-                "method": name,
-                "time / retrain": f"{g['time / retrain'].mean():.3f}",
-                "mean z (seeds)": " / ".join(f"{z:+.2f}" for z in g["mean z"]),
-                "decision": ", ".join(f"{d} {n}/{len(g)}" for d, n in counts.items()),
-                "same-type ELBO ok": f"{int(g['same-type ok'].sum())}/{len(g)}",
-                "other-type held-out ELBO vs retrains": " / ".join(
-                    f"{v:+.2f}%" for v in g["other types vs retrains (%)"]
-                ),
-                "retain drop": " / ".join(f"{v:+.2f}%" for v in g["retain check drop (%)"]),
-                "passed": f"{int(g['passed'].sum())}/{len(g)}",
-            }
-        )
-    print(f"\nfull retrain: {full_time:.1f} s; total {time.perf_counter() - t0:.0f} s\n")
-    print(markdown(pd.DataFrame(out)))
+    run_grid(su, adata, model, runs, args, t0)
 
 
 if __name__ == "__main__":
