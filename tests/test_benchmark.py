@@ -139,6 +139,53 @@ def test_benchmark_bad_input(pbmc, trained_model, forget_names):
         su.benchmark.run(pbmc, forget_names, attacks=["drift"], model=trained_model)
 
 
+def test_original_keeps_a_checkpoint_only_for_rewind():
+    from scvi_unlearn.benchmark._runner import REWIND_FRACTION, original_train_kwargs
+
+    assert "rewind" in su.benchmark.ALL_METHODS
+    assert original_train_kwargs(["finetune"], {"max_epochs": 50}) == {"max_epochs": 50}
+    assert original_train_kwargs("all", {"max_epochs": 50}) == {
+        "max_epochs": 50,
+        "rewind_epoch": int(REWIND_FRACTION * 50),
+    }
+    assert original_train_kwargs("rewind")["rewind_epoch"] == int(REWIND_FRACTION * 200)
+    given = {"max_epochs": 50, "rewind_epoch": 5}
+    assert original_train_kwargs(["rewind"], given) == given
+    assert given == {"max_epochs": 50, "rewind_epoch": 5}  # the caller's dict is not changed
+
+
+def test_rewind_needs_a_checkpointed_original(pbmc, trained_model, forget_names):
+    assert trained_model.rewind_checkpoint_ is None
+    with pytest.raises(ValueError, match="rewind_epoch"):
+        su.benchmark.run(pbmc, forget_names, methods=["finetune", "rewind"], model=trained_model)
+    # under "all" the given model runs without rewind (a warning); retrain_seeds=2 then stops
+    # the run before any training
+    with pytest.warns(UserWarning, match="without 'rewind'"):
+        with pytest.raises(ValueError, match="at least 3"):
+            su.benchmark.run(pbmc, forget_names, retrain_seeds=2, model=trained_model)
+
+
+def test_benchmark_trains_a_checkpointed_original_for_rewind(pbmc, forget_names):
+    res = su.benchmark.run(
+        pbmc,
+        forget_names,
+        methods=["rewind"],
+        seeds=1,
+        retrain_seeds=3,
+        train_kwargs={"max_epochs": 10, "enable_progress_bar": False},
+        method_kwargs={"rewind": {"max_epochs": 2, "on_degradation": "warn"}},
+        budgets=(),
+        attacks=["calibrated"],
+        n_draws=2,
+        n_bootstrap=50,
+        progress=False,
+        umap=False,
+    )
+    t = res.table
+    assert list(t["method"]) == ["original", "retrain", "retrain", "retrain", "rewind"]
+    assert np.isfinite(t.loc[t["method"] == "rewind", "eq_mean_z"]).all()
+
+
 def test_cli_help_and_errors(capsys):
     with pytest.raises(SystemExit) as exc:
         main(["--help"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -28,7 +29,13 @@ ALL_METHODS = (
     "extragradient",
     "mi_regularized",
     "reinit_finetune",
+    "rewind",
 )
+#: When ``rewind`` is among the methods, the original trained by the benchmark keeps a
+#: checkpoint after this fraction of its epochs (``train(..., rewind_epoch=...)``; the
+#: measured recommendation of :func:`scvi_unlearn.unlearn.rewind`).  Taking it draws no random
+#: number: the original's weights are the same with or without it.
+REWIND_FRACTION = 0.4
 #: attacks the benchmark can audit with (``drift`` is comparison-only and needs a baseline).
 BENCHMARK_ATTACKS = ("calibrated", "shadow", "mlp", "threshold")
 
@@ -64,6 +71,17 @@ def train_original(
         model = su.SCVI(members, **kwargs)
         model.train(**tkw)
     return model
+
+
+def original_train_kwargs(methods, train_kwargs: dict[str, Any] | None = None) -> dict:
+    """``train_kwargs`` for the benchmark's original: with ``rewind_epoch`` set to
+    ``int(REWIND_FRACTION * max_epochs)`` (200 epochs when not given) when ``methods``
+    (``"all"`` or names) include ``rewind`` and ``train_kwargs`` do not set it."""
+    kwargs = dict(train_kwargs or {})
+    names = ALL_METHODS if methods == "all" else [methods] if isinstance(methods, str) else methods
+    if "rewind" in names and kwargs.get("rewind_epoch") is None:
+        kwargs["rewind_epoch"] = int(REWIND_FRACTION * int(kwargs.get("max_epochs", 200)))
+    return kwargs
 
 
 def _progress(total: int, enabled: bool):
@@ -117,7 +135,11 @@ def run(
     forget
         The cells to forget: ``obs_names`` or an AnnData subset; training members only.
     methods
-        ``"all"`` (:data:`ALL_METHODS`) or a list of registered method names.
+        ``"all"`` (:data:`ALL_METHODS`) or a list of registered method names.  ``rewind``
+        needs an original with a training checkpoint: the original trained here keeps one
+        (:func:`original_train_kwargs`); a given ``model`` without one raises
+        :class:`ValueError` when ``rewind`` is named, and is run without ``rewind`` (a
+        warning) under ``"all"``.
     seeds
         Number of seeds (``0..n-1``) or the seeds of every method.
     retrain_seeds
@@ -180,11 +202,31 @@ def run(
     forget_names = _as_names(forget)
     if forget_names.size == 0:
         raise ValueError("The forget set is empty.")
+    if model is None:
+        train_kwargs = original_train_kwargs(methods, train_kwargs)
     if methods == "all":
         methods = list(ALL_METHODS)
+        if model is not None and getattr(model, "rewind_checkpoint_", None) is None:
+            methods.remove("rewind")
+            warnings.warn(
+                "methods='all' without 'rewind': the given model has no training checkpoint "
+                "(train it with model.train(..., rewind_epoch=k) to include it).",
+                UserWarning,
+                stacklevel=2,
+            )
     elif isinstance(methods, str):
         methods = [methods]
     methods = list(methods)
+    if (
+        "rewind" in methods
+        and model is not None
+        and getattr(model, "rewind_checkpoint_", None) is None
+    ):
+        raise ValueError(
+            "method 'rewind' needs a model trained with model.train(..., rewind_epoch=k) "
+            "(measured: k = 40% of max_epochs); the given model has no checkpoint. Pass "
+            "model=None to let the benchmark train one, or drop 'rewind'."
+        )
     for m in methods:
         su.unlearn.get_method(m)  # unknown names list the available ones
     seeds = list(range(seeds)) if isinstance(seeds, int) else list(seeds)

@@ -76,6 +76,7 @@ def run(args: argparse.Namespace) -> int:
     import scvi_unlearn as su
     from scvi_unlearn.benchmark import run as run_benchmark
     from scvi_unlearn.benchmark import train_original
+    from scvi_unlearn.benchmark._runner import original_train_kwargs
 
     methods = "all" if args.methods == ["all"] else args.methods
     for m in [] if methods == "all" else methods:
@@ -118,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
         adata,
         label_key=args.label_key,
         model_kwargs={"n_latent": args.n_latent},
-        train_kwargs={"max_epochs": args.max_epochs},
+        train_kwargs=original_train_kwargs(methods, {"max_epochs": args.max_epochs}),
         seed=args.seed,
     )
     result = run_benchmark(
