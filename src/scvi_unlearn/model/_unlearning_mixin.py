@@ -59,7 +59,7 @@ class UnlearningMixin:
             ``"dp_sgd"``; the approximate ``"finetune"``, ``"gradient_ascent"``, ``"ssd"``,
             ``"scrub"``, ``"contrastive"``, ``"fisher"``, ``"extragradient"``,
             ``"mi_regularized"``, ``"reinit_finetune"``, ``"rewind"`` (needs a model trained
-            with ``train(..., rewind_epoch=k)``) and, for a
+            with ``train(..., rewind_epoch=k)``), ``"distill"`` and, for a
             :class:`~scvi_unlearn.ConditionalSCVI` only, ``"conditional_reset"``; or one added
             with :func:`scvi_unlearn.unlearn.register`.
         seed

@@ -18,6 +18,7 @@ from scvi_unlearn.unlearn._budget import (
 from scvi_unlearn.unlearn._conditional_reset import conditional_reset
 from scvi_unlearn.unlearn._contrastive import ContrastivePlan, contrastive
 from scvi_unlearn.unlearn._datamodule import RetainForgetDataModule
+from scvi_unlearn.unlearn._distill import DistillPlan, distill
 from scvi_unlearn.unlearn._dp_sgd import dp_sgd, train_private
 from scvi_unlearn.unlearn._engine import DEFAULT_METHOD
 from scvi_unlearn.unlearn._extragradient import (
@@ -66,6 +67,7 @@ __all__ = [
     "RETAIN_PER_FORGET",
     "RETAIN_TOLERANCE",
     "ContrastivePlan",
+    "DistillPlan",
     "ExtraAdam",
     "ExtraSGD",
     "ExtragradientPlan",
@@ -84,6 +86,7 @@ __all__ = [
     "UnlearningWarning",
     "conditional_reset",
     "contrastive",
+    "distill",
     "dp_sgd",
     "extragradient",
     "fast_retrain",
