@@ -11,7 +11,7 @@ import torch
 from scvi.dataloaders import AnnDataLoader
 
 import scvi_unlearn as su
-from scvi_unlearn.metrics import per_cell_elbo
+from conftest import forget_advantage
 from scvi_unlearn.unlearn import _distill
 
 QUIET = {"enable_progress_bar": False, "on_degradation": "warn"}
@@ -195,15 +195,7 @@ def test_forget_cells_lose_their_advantage(trained_model, forget_names, pbmc):
     new = _unlearn(
         trained_model, forget_names, seed=1, max_epochs=20, guard_neighbors=15, anneal_fraction=0.5
     )
-    heldout = pbmc[(pbmc.obs["membership"] == "heldout").to_numpy()]
-    other = heldout[heldout.obs["cell_type"] != "CD56+ NK"].copy()
-    cells = pbmc[list(forget_names)].copy()
-
-    def gap(model):
-        return (
-            per_cell_elbo(model, cells)["elbo"].mean() - per_cell_elbo(model, other)["elbo"].mean()
-        )
-
-    gap_old, gap_new = gap(trained_model), gap(new)
+    gap_old = forget_advantage(trained_model, pbmc, forget_names)
+    gap_new = forget_advantage(new, pbmc, forget_names)
     assert gap_old > 0
     assert gap_new < gap_old, (gap_old, gap_new)

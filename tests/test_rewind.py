@@ -9,8 +9,8 @@ import pytest
 import torch
 
 import scvi_unlearn as su
+from conftest import forget_advantage
 from scvi_unlearn._seeding import isolated_seed
-from scvi_unlearn.metrics import per_cell_elbo
 from scvi_unlearn.unlearn import _rewind
 
 QUIET = {"enable_progress_bar": False, "on_degradation": "warn"}
@@ -207,16 +207,8 @@ def test_forget_cells_lose_their_advantage(original, forget_names, pbmc):
     cells').  As for fast_retrain, the absolute ELBOs are not compared: the fast schedule (KL
     weight 1) can be better everywhere than this 30-epoch original (KL warm-up at 0.075)."""
     new = _unlearn(original, forget_names, method="rewind", seed=1, max_epochs=20)
-    heldout = pbmc[(pbmc.obs["membership"] == "heldout").to_numpy()]
-    other = heldout[heldout.obs["cell_type"] != "CD56+ NK"].copy()
-    cells = pbmc[list(forget_names)].copy()
-
-    def gap(model):
-        return (
-            per_cell_elbo(model, cells)["elbo"].mean() - per_cell_elbo(model, other)["elbo"].mean()
-        )
-
-    gap_old, gap_new = gap(original), gap(new)
+    gap_old = forget_advantage(original, pbmc, forget_names)
+    gap_new = forget_advantage(new, pbmc, forget_names)
     assert gap_old > 0
     assert gap_new < gap_old, (gap_old, gap_new)
 
