@@ -204,9 +204,11 @@ def run(
         raise ValueError("The forget set is empty.")
     if model is None:
         train_kwargs = original_train_kwargs(methods, train_kwargs)
+    # a given model without a checkpoint cannot run rewind (the one trained here has one)
+    no_checkpoint = model is not None and getattr(model, "rewind_checkpoint_", None) is None
     if methods == "all":
         methods = list(ALL_METHODS)
-        if model is not None and getattr(model, "rewind_checkpoint_", None) is None:
+        if no_checkpoint:
             methods.remove("rewind")
             warnings.warn(
                 "methods='all' without 'rewind': the given model has no training checkpoint "
@@ -217,11 +219,7 @@ def run(
     elif isinstance(methods, str):
         methods = [methods]
     methods = list(methods)
-    if (
-        "rewind" in methods
-        and model is not None
-        and getattr(model, "rewind_checkpoint_", None) is None
-    ):
+    if "rewind" in methods and no_checkpoint:
         raise ValueError(
             "method 'rewind' needs a model trained with model.train(..., rewind_epoch=k) "
             "(measured: k = 40% of max_epochs); the given model has no checkpoint. Pass "
