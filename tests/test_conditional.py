@@ -228,3 +228,37 @@ def test_membership_attack_runs(cond_model, pbmc, forget_names):
         forget_names, heldout[:40], adata=pbmc, attack="threshold", n_bootstrap=50, seed=0
     )
     assert 0.0 <= report.metrics["auc"] <= 1.0
+
+
+def test_rewind_checkpoint_and_method_keep_the_conditional_model(pbmc, forget_names, tmp_path):
+    adata = _registered(pbmc, labels_key="cell_type")
+    with isolated_seed(0):
+        model = su.ConditionalSCVI(adata, n_latent=8, n_hidden=32)
+        model.train(max_epochs=6, rewind_epoch=3, **FAST)
+    ckpt = model.rewind_checkpoint_
+    assert ckpt["epoch"] == 3
+    key = next(k for k in ckpt["state_dict"] if k.endswith(LABEL_OFFSET_PARAMETER))
+    # the checkpoint is the conditional module's: its offsets moved from zero in 3 epochs, and
+    # differ from the final ones
+    assert ckpt["state_dict"][key].abs().sum() > 0
+    assert not torch.equal(ckpt["state_dict"][key], model.module.state_dict()[key])
+    model.save(str(tmp_path / "m"), overwrite=True)
+    loaded = su.ConditionalSCVI.load(str(tmp_path / "m"), adata=adata)
+    assert loaded.rewind_checkpoint_["epoch"] == 3
+    assert torch.equal(loaded.rewind_checkpoint_["state_dict"][key], ckpt["state_dict"][key])
+
+    new = model.unlearn(
+        forget_names, method="rewind", max_epochs=2, seed=0, retain_tolerance=1.0, **FAST
+    )
+    assert type(new) is su.ConditionalSCVI and isinstance(new.module, su.model.ConditionalVAE)
+    assert new.unlearn_record_["log"][0]["rewind_epoch"] == 3
+    # rewind restarts from the checkpoint: the forgotten label's offsets are not reset (the
+    # checkpoint saw its cells), unlike conditional_reset and fast_retrain
+    code = _code(model, FORGET_LABEL)
+    assert new.module.label_offsets[code].abs().sum() > 0
+    # a retrain replays the checkpoint epoch, and its forgotten label's offsets stay zero
+    exact = model.unlearn(
+        forget_names, method="retrain", max_epochs=4, seed=0, retain_tolerance=1.0, **FAST
+    )
+    assert exact.rewind_checkpoint_["epoch"] == 3
+    assert (exact.module.label_offsets[code] == 0).all()
