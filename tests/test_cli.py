@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 from pathlib import Path
 
 import numpy as np
@@ -352,3 +353,23 @@ def test_unlearn_check_cells(files):
     )
     assert code == 2 and "check_cells are in the training set" in err
     assert not (files["root"] / "x").exists()
+
+
+def test_unlearn_check_tolerance_and_confidence(files):
+    """--retain-tolerance / --retain-confidence reach the retain check and its record."""
+    new = files["root"] / "confidence"
+    base = ["unlearn", files["model"], "--adata", files["adata"], "--forget-cells"]
+    base += [files["forget"], "--method", "ssd"]
+    code, out, err = _run(
+        base + ["--retain-tolerance", "0.05", "--retain-confidence", "0.5", "--out", new]
+    )
+    assert code == 0, err
+    assert "50% bound" in out and "tolerance 5%" in out
+    checks = json.loads((new / "unlearn_record.json").read_text())["checks"]
+    assert checks["confidence"] == 0.5 and checks["tolerance"] == 0.05
+    assert checks["relative_drop_upper"] == pytest.approx(checks["relative_drop"])
+    # a level outside [0.5, 1) is refused before anything is saved
+    bad = files["root"] / "bad_confidence"
+    code, _, err = _run(base + ["--retain-confidence", "1.5", "--out", bad])
+    assert code == 2 and "retain_confidence must be a number in [0.5, 1)" in err
+    assert not bad.exists()

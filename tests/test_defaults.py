@@ -76,6 +76,38 @@ def test_check_stops_unless_the_drop_is_within_tolerance_with_confidence(
     assert ok.unlearn_record_["checks"]["passed"] is True
 
 
+def test_retain_confidence_sets_the_bound(trained_model, forget_names):
+    """``retain_confidence`` is the level of the one-sided bound: 0.5 is the point drop, a
+    higher level a wider bound; the level is recorded and bad values fail before any work."""
+    kw = {"method": "fisher", "noise_budget": 0.01, "seed": 0, "on_degradation": "warn"}
+    checks = {
+        c: trained_model.unlearn(forget_names, retain_confidence=c, **kw).unlearn_record_["checks"]
+        for c in (0.5, 0.95, 0.99)
+    }
+    assert checks[0.5]["relative_drop_upper"] == pytest.approx(checks[0.5]["relative_drop"])
+    assert checks[0.95]["confidence"] == 0.95
+    assert checks[0.95]["relative_drop_upper"] == pytest.approx(
+        checks[0.95]["relative_drop"] + su.unlearn.CHECK_Z * checks[0.95]["relative_drop_se"]
+    )
+    assert (
+        checks[0.5]["relative_drop_upper"]
+        < checks[0.95]["relative_drop_upper"]
+        < checks[0.99]["relative_drop_upper"]
+    )
+    assert su.unlearn.CHECK_Z == pytest.approx(1.645, abs=1e-3)
+    # a tolerance between the 95% and the 99% bound: passes at 95%, stopped at 99%
+    tolerance = 0.5 * (checks[0.95]["relative_drop_upper"] + checks[0.99]["relative_drop_upper"])
+    kw.pop("on_degradation")
+    trained_model.unlearn(forget_names, retain_tolerance=tolerance, **kw)
+    with pytest.raises(su.unlearn.UnlearningError, match="one-sided 99% bound"):
+        trained_model.unlearn(
+            forget_names, retain_tolerance=tolerance, retain_confidence=0.99, **kw
+        )
+    for bad in (0.4, 1.0, float("nan"), "0.9", True):
+        with pytest.raises(ValueError, match="retain_confidence"):
+            trained_model.unlearn(forget_names, retain_confidence=bad, **kw)
+
+
 def test_fisher_default_noise_is_calibrated_to_the_budget(trained_model, forget_names):
     with warnings.catch_warnings():
         warnings.simplefilter("error", su.unlearn.UnlearningWarning)

@@ -67,7 +67,7 @@ def summary(record: dict) -> list[str]:
             f"{c['retain_elbo_new']:.1f} vs original {c['retain_elbo_original']:.1f} on "
             f"{c['retain_cells']} (relative drop {c['relative_drop']:+.1%}"
             + (  # records written before the check had its margin lack the bound
-                f", 95% bound {c['relative_drop_upper']:+.1%}"
+                f", {c.get('confidence', 0.95):.0%} bound {c['relative_drop_upper']:+.1%}"
                 if "relative_drop_upper" in c
                 else ""
             )
@@ -139,6 +139,15 @@ def run(args: argparse.Namespace) -> int:
                 f"{args.adata}, e.g. {preview(absent)}."
             )
         check = adata[names]  # the library validates them (never trained on, >= 16)
+    # the library's defaults unless given (it checks them before any training)
+    check_options = {
+        key: value
+        for key, value in (
+            ("retain_tolerance", args.retain_tolerance),
+            ("retain_confidence", args.retain_confidence),
+        )
+        if value is not None
+    }
     if "enable_progress_bar" not in params:
         try:  # Lightning's bar only in a terminal, for the methods that train
             check_params(args.method, {**params, "enable_progress_bar": False})
@@ -156,6 +165,7 @@ def run(args: argparse.Namespace) -> int:
             seed=args.seed,
             on_degradation=args.on_degradation,
             check_cells=check,
+            **check_options,
             **params,
         )
     except (su.unlearn.UnlearningError, su.unlearn.NonFiniteLossError) as err:
@@ -239,6 +249,21 @@ def add_parser(sub) -> argparse.ArgumentParser:
         default="auto",
         help="when the retain ELBO is not confidently within 2%%: warn and save, or stop "
         "(exit 1); auto (default): warn for retrain / fast_retrain / dp_sgd, stop for the others",
+    )
+    p.add_argument(
+        "--retain-tolerance",
+        type=float,
+        default=None,
+        metavar="FRACTION",
+        help="largest tolerated relative drop of the retain ELBO (default 0.02)",
+    )
+    p.add_argument(
+        "--retain-confidence",
+        type=float,
+        default=None,
+        metavar="LEVEL",
+        help="confidence of the check's one-sided bound on the drop, in [0.5, 1) (default 0.95; "
+        "0.5: the point drop)",
     )
     p.add_argument(
         "--check-cells",

@@ -34,6 +34,7 @@ from scvi_unlearn.unlearn._gradient_ascent import NegGradPlusPlan, gradient_asce
 from scvi_unlearn.unlearn._guard import (
     CHECK_Z,
     MIN_CHECK_CELLS,
+    RETAIN_CONFIDENCE,
     RETAIN_TOLERANCE,
     UnlearningError,
     UnlearningWarning,
@@ -65,6 +66,7 @@ __all__ = [
     "RETAIN_CAP",
     "RETAIN_FLOOR",
     "RETAIN_PER_FORGET",
+    "RETAIN_CONFIDENCE",
     "RETAIN_TOLERANCE",
     "ContrastivePlan",
     "DistillPlan",

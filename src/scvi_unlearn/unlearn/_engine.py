@@ -29,9 +29,11 @@ from anndata import AnnData
 from scvi_unlearn._evaluation import minified_type
 from scvi_unlearn._seeding import isolated_seed
 from scvi_unlearn.unlearn._guard import (
+    RETAIN_CONFIDENCE,
     RETAIN_TOLERANCE,
     check_cells_names,
     check_unlearned_model,
+    confidence_z,
 )
 from scvi_unlearn.unlearn._record import new_record
 from scvi_unlearn.unlearn._registry import FROM_SCRATCH, bind_hyperparameters, get_method
@@ -182,6 +184,7 @@ def run_unlearning(
     retain_tolerance: float = RETAIN_TOLERANCE,
     on_degradation: str = "auto",
     check_cells=None,
+    retain_confidence: float = RETAIN_CONFIDENCE,
     **method_kwargs: Any,
 ):
     """See :meth:`scvi_unlearn.model.UnlearningMixin.unlearn`."""
@@ -196,6 +199,7 @@ def run_unlearning(
         on_degradation = "warn" if method in FROM_SCRATCH else "raise"
     if not retain_tolerance >= 0:
         raise ValueError(f"retain_tolerance must be >= 0, got {retain_tolerance!r}.")
+    confidence_z(retain_confidence)
     if not getattr(model, "is_trained_", False):
         raise ValueError("The model is not trained: there is nothing to unlearn.")
     _check_not_datamodule_trained(model)
@@ -233,6 +237,7 @@ def run_unlearning(
             retain_tolerance=retain_tolerance,
             on_degradation=on_degradation,
             check_cells=check_cells,
+            retain_confidence=retain_confidence,
         )
     except BaseException:
         cls._setup_adata_manager_store.pop(manager.adata_uuid, None)

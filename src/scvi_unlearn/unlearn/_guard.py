@@ -8,9 +8,10 @@ After every method, :func:`check_unlearned_model`
    than :data:`MIN_CHECK_CELLS` cells, the retain training cells; or the user's
    ``check_cells``, e.g. held-out cells), at most 2,048 of them drawn with a fixed seed, and,
    unless the new model is worse by at most ``retain_tolerance`` (relative, default 2%) *with
-   confidence* -- the relative drop plus :data:`CHECK_Z` (1.645, a one-sided 95% bound) times
-   its standard error over the checked cells (paired per-cell differences) -- warns with
-   :class:`UnlearningWarning` or raises :class:`UnlearningError`.
+   confidence* -- the relative drop plus ``z`` times its standard error over the checked cells
+   (paired per-cell differences), ``z`` the normal quantile of ``retain_confidence`` (default
+   :data:`RETAIN_CONFIDENCE`, 0.95: :data:`CHECK_Z` = 1.645, a one-sided 95% bound; 0.5 is the
+   point rule) -- warns with :class:`UnlearningWarning` or raises :class:`UnlearningError`.
 
 The ELBO is averaged over 4 posterior draws with a fixed seed (0), so the check is deterministic.
 Its result is stored in ``unlearn_record_["checks"]`` (``"independent"`` says whether the cells
@@ -39,7 +40,9 @@ says so in ``"retain_cells"`` and ``"independent": False``, and a held-out set o
 from __future__ import annotations
 
 import contextlib
+import math
 import warnings
+from statistics import NormalDist
 from typing import Any
 
 import numpy as np
@@ -57,8 +60,12 @@ RETAIN_TOLERANCE = 0.02
 MIN_CHECK_CELLS = 16
 _MAX_CHECK_CELLS = 2048
 _CHECK_DRAWS = 4
-#: the check stops unless ``drop + CHECK_Z * se`` (one-sided 95% upper bound) is within tolerance
-CHECK_Z = 1.645
+#: default confidence of the check: it stops unless the one-sided bound of the drop at this
+#: level is within tolerance
+RETAIN_CONFIDENCE = 0.95
+#: ``z`` of the default confidence: the check stops unless ``drop + CHECK_Z * se`` is within
+#: tolerance (1.645)
+CHECK_Z = float(NormalDist().inv_cdf(RETAIN_CONFIDENCE))
 
 
 class UnlearningError(RuntimeError):
@@ -105,14 +112,35 @@ def check_cells_names(original, check_cells) -> None:
     check_unseen_adata(original, check_cells, "check_cells", accepted, MIN_CHECK_CELLS)
 
 
+def confidence_z(retain_confidence) -> float:
+    """``z`` of a one-sided bound at ``retain_confidence`` (a number in [0.5, 1); 0.5 gives 0,
+    the point rule); a clear ``ValueError`` otherwise."""
+    ok = isinstance(retain_confidence, int | float | np.floating) and not isinstance(
+        retain_confidence, bool
+    )
+    if not ok or not math.isfinite(retain_confidence) or not 0.5 <= retain_confidence < 1:
+        raise ValueError(
+            f"retain_confidence must be a number in [0.5, 1) (0.5: the point drop; default "
+            f"{RETAIN_CONFIDENCE}), got {retain_confidence!r}."
+        )
+    return float(NormalDist().inv_cdf(float(retain_confidence)))
+
+
 def check_unlearned_model(
-    task, model, *, retain_tolerance: float, on_degradation: str, check_cells=None
+    task,
+    model,
+    *,
+    retain_tolerance: float,
+    on_degradation: str,
+    check_cells=None,
+    retain_confidence: float = RETAIN_CONFIDENCE,
 ) -> dict[str, Any]:
     """Run the checks described in the module docstring; return their summary.
 
     ``check_cells``: an AnnData of cells neither model trained on (validated by
     :func:`check_cells_names`), scored instead of the retain validation cells.
     """
+    z = confidence_z(retain_confidence)
     bad = non_finite_parameters(model.module)
     if bad:
         raise UnlearningError(
@@ -143,7 +171,7 @@ def check_unlearned_model(
     # standard error of the drop from the paired per-cell differences (same cells, same draws)
     diff = base - after
     se = float(np.std(diff, ddof=1) / np.sqrt(diff.size) / abs(original)) if diff.size > 1 else 0.0
-    upper = drop + CHECK_Z * se
+    upper = drop + z * se
     passed = bool(np.isfinite(new) and upper <= retain_tolerance)
     summary = {
         "retain_cells": which,
@@ -155,6 +183,7 @@ def check_unlearned_model(
         "relative_drop_se": se,
         "relative_drop_upper": upper,
         "tolerance": float(retain_tolerance),
+        "confidence": float(retain_confidence),
         "passed": passed,
     }
     if not np.isfinite(new):
@@ -162,11 +191,12 @@ def check_unlearned_model(
     if not passed:
         msg = (
             f"The unlearned model's mean ELBO on {which} is {100 * drop:.1f}% worse than the "
-            f"original's ({new:.2f} vs {original:.2f}; one-sided 95% bound "
-            f"{100 * upper:.1f}%, tolerance {100 * retain_tolerance:.0f}%): the method degraded "
-            "the model, or its drop cannot be told from one beyond the tolerance on these cells "
-            "(pass more, e.g. check_cells=held-out cells). Use gentler hyper-parameters (fewer "
-            "epochs, lower learning rate or forget weight) or method='fast_retrain'."
+            f"original's ({new:.2f} vs {original:.2f}; one-sided "
+            f"{100 * retain_confidence:g}% bound {100 * upper:.1f}%, tolerance "
+            f"{100 * retain_tolerance:.0f}%): the method degraded the model, or its drop cannot "
+            "be told from one beyond the tolerance on these cells (pass more, e.g. "
+            "check_cells=held-out cells). Use gentler hyper-parameters (fewer epochs, lower "
+            "learning rate or forget weight) or method='fast_retrain'."
         )
         if on_degradation == "raise":
             raise UnlearningError(msg)
