@@ -32,16 +32,19 @@ def grid_parser(description: str, baselines) -> argparse.ArgumentParser:
     return parser
 
 
-def run_grid(su, adata, model, runs, args, t0: float) -> pd.DataFrame:
+def run_grid(su, adata, model, runs, args, t0: float, sets=None, on_report=None) -> pd.DataFrame:
     """Judge every run; ``runs``: ``(label, original, method, kwargs)`` tuples, each run on every
     set of ``args.sets`` with seeds ``0 .. args.seeds - 1`` and ``on_degradation="warn"``.
+    ``sets``: forget sets by name (default: pbmc68k's, :func:`equivalence_power.forget_sets`).
+    ``on_report(report, new, references, score_cache)``: called after each run's test, in the
+    order of the returned rows.
 
     Cost = wall time over that of ``method="retrain"`` on the first set (``args.retrain_time``,
     or the mean of two timings in this process, at the start and at the end: the machine is
     shared).  Prints each run as it ends and the summary table; writes ``args.out`` (CSV of
     every run) when given; returns the per-run table.
     """
-    sets = forget_sets(su, adata)
+    sets = forget_sets(su, adata) if sets is None else sets
     retrain_job = [su.unlearn.UnlearningJob("retrain", 100)]
     full_time = args.retrain_time
     if full_time is None:
@@ -61,6 +64,8 @@ def run_grid(su, adata, model, runs, args, t0: float) -> pd.DataFrame:
             ]
             for job, (new, wall) in zip(jobs, su.unlearn.run_jobs(original, forget, jobs)):
                 rep = su.attack.equivalence_test(new, refs, forget, adata=adata, cache=score_cache)
+                if on_report is not None:
+                    on_report(rep, new, refs, score_cache)
                 rows.append(
                     {"forget set": set_name, "method": label, "seed": job.seed}
                     | verdict_columns(rep, wall, full_time, new)

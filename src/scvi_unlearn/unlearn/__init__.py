@@ -39,6 +39,7 @@ from scvi_unlearn.unlearn._guard import (
     UnlearningError,
     UnlearningWarning,
 )
+from scvi_unlearn.unlearn._langevin import LangevinPlan, langevin
 from scvi_unlearn.unlearn._mi_regularized import MIRegularizedPlan, mi_regularized
 from scvi_unlearn.unlearn._parallel import UnlearningJob, run_jobs
 from scvi_unlearn.unlearn._plan import NonFiniteLossError, UnlearningTrainingPlan
@@ -74,6 +75,7 @@ __all__ = [
     "ExtraSGD",
     "ExtragradientPlan",
     "CosineTrainingPlan",
+    "LangevinPlan",
     "MIRegularizedPlan",
     "NegGradPlusPlan",
     "NonFiniteLossError",
@@ -97,6 +99,7 @@ __all__ = [
     "forget_digest",
     "get_method",
     "gradient_ascent",
+    "langevin",
     "mi_regularized",
     "register",
     "reinit_finetune",

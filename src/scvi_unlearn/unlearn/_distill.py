@@ -11,6 +11,7 @@ import torch
 from scvi.dataloaders import AnnDataLoader
 from scvi.module._constants import MODULE_KEYS
 
+from scvi_unlearn.unlearn._arguments import int_argument, number_argument
 from scvi_unlearn.unlearn._budget import retain_sample_size, sample_positions
 from scvi_unlearn.unlearn._losses import (
     evaluation_mode,
@@ -26,23 +27,6 @@ from scvi_unlearn.unlearn._registry import register
 _EXACT = "donot_use_mm_for_euclid_dist"
 #: forget cells per block of the neighbour search (bounds its memory at ~block x sample floats)
 _BLOCK = 1024
-
-
-def _int(name: str, value, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer):
-        raise ValueError(f"{name} must be an int >= {low}, got {value!r}.")
-    if value < low:
-        raise ValueError(f"{name} must be an int >= {low}, got {value!r}.")
-    return int(value)
-
-
-def _number(name: str, value, *, positive: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float | np.floating):
-        raise ValueError(f"{name} must be a number, got {value!r}.")
-    value = float(value)
-    if not math.isfinite(value) or value < 0 or (positive and value == 0):
-        raise ValueError(f"{name} must be {'> 0' if positive else '>= 0'}, got {value!r}.")
-    return value
 
 
 def anneal_factors(max_epochs: int, anneal_fraction: float) -> list[float]:
@@ -292,14 +276,14 @@ def distill(
     the random 60 cells on the 200- and 400-epoch originals lose 3.5% and 2.5%, and the retain
     check stops both.
     """
-    max_epochs = _int("max_epochs", max_epochs, 1)
-    guard_neighbors = _int("guard_neighbors", guard_neighbors, 0)
-    _int("batch_size", batch_size, 1)
-    lr = _number("lr", lr, positive=True)
-    distill_weight = _number("distill_weight", distill_weight)
-    decoder_weight = _number("decoder_weight", decoder_weight)
-    weight_decay = _number("weight_decay", weight_decay)
-    anneal_fraction = _number("anneal_fraction", anneal_fraction)
+    max_epochs = int_argument("max_epochs", max_epochs, 1)
+    guard_neighbors = int_argument("guard_neighbors", guard_neighbors, 0)
+    int_argument("batch_size", batch_size, 1)
+    lr = number_argument("lr", lr, positive=True)
+    distill_weight = number_argument("distill_weight", distill_weight)
+    decoder_weight = number_argument("decoder_weight", decoder_weight)
+    weight_decay = number_argument("weight_decay", weight_decay)
+    anneal_fraction = number_argument("anneal_fraction", anneal_fraction)
     if anneal_fraction > 1:
         raise ValueError(f"anneal_fraction must be in [0, 1], got {anneal_fraction!r}.")
     retain_sample_size(task.n_forget, task.train_indices.size, retain_sample)  # validates it

@@ -111,13 +111,21 @@ def train_on_retain(
     accelerator: str = "auto",
     devices: Any = "auto",
     enable_progress_bar: bool = True,
+    plan_class: type[RetainTrainingPlan] | None = None,
+    plan_kwargs: dict[str, Any] | None = None,
     **trainer_kwargs,
 ) -> None:
     """Train ``model`` in place on the retain ELBO (:class:`RetainTrainingPlan`, Adam) through
-    :meth:`UnlearningTask.fit`: the training of ``finetune``, shared by ``reinit_finetune`` and
-    ``conditional_reset``."""
-    plan = RetainTrainingPlan(
-        model.module, lr=lr, weight_decay=weight_decay, kl_weight=kl_weight, step_log=task.log
+    :meth:`UnlearningTask.fit`: the training of ``finetune``, shared by ``reinit_finetune``,
+    ``conditional_reset`` and ``langevin`` (which passes a subclass as ``plan_class``, built
+    with the extra ``plan_kwargs``)."""
+    plan = (plan_class or RetainTrainingPlan)(
+        model.module,
+        lr=lr,
+        weight_decay=weight_decay,
+        kl_weight=kl_weight,
+        step_log=task.log,
+        **(plan_kwargs or {}),
     )
     task.fit(
         model,
