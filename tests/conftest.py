@@ -87,3 +87,20 @@ def forget_advantage(model, pbmc, forget_names) -> float:
     return float(
         per_cell_elbo(model, cells)["elbo"].mean() - per_cell_elbo(model, other)["elbo"].mean()
     )
+
+
+def module_state(model) -> dict[str, torch.Tensor]:
+    """A detached copy of every parameter and buffer of ``model.module``."""
+    return {k: v.detach().clone() for k, v in model.module.state_dict().items()}
+
+
+def same_state(a: dict, b: dict) -> bool:
+    """Whether two :func:`module_state` copies are equal, key for key, bit for bit."""
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def dense(x):
+    """A dense numpy array of a (sparse or dense) matrix."""
+    import numpy as np
+
+    return x.toarray() if hasattr(x, "toarray") else np.asarray(x)

@@ -16,6 +16,7 @@ import pytest
 import torch
 
 import scvi_unlearn as su
+from conftest import module_state
 from scvi_unlearn._seeding import isolated_seed
 from scvi_unlearn.attack import (
     AttackReport,
@@ -75,10 +76,6 @@ def retrains(pbmc, cells):
 @pytest.fixture(scope="module")
 def original_report(pbmc, cells, original):
     return original.membership_attack(cells["members"], cells["nonmembers"], adata=pbmc, seed=0)
-
-
-def _params(model):
-    return {k: v.detach().clone() for k, v in model.module.state_dict().items()}
 
 
 # -- detection and null ---------------------------------------------------------------------
@@ -234,7 +231,7 @@ def test_audit_mutates_neither_the_anndata_nor_the_model(pbmc, cells, retrains):
     before_uns = set(pbmc.uns)
     before_layers = set(pbmc.layers)
     counts = pbmc.layers["counts"].copy()
-    params = _params(model)
+    params = module_state(model)
     store = dict(type(model)._per_instance_manager_store.get(model.id, {}))
     model_obs = model.adata.obs.copy()
     r = model.membership_attack(members, cells["nonmembers"], adata=pbmc, attack="threshold")
@@ -243,7 +240,7 @@ def test_audit_mutates_neither_the_anndata_nor_the_model(pbmc, cells, retrains):
     assert set(pbmc.layers) == before_layers
     assert (pbmc.layers["counts"] != counts).nnz == 0
     assert members.is_view
-    assert all(torch.equal(v, _params(model)[k]) for k, v in params.items())
+    assert all(torch.equal(v, module_state(model)[k]) for k, v in params.items())
     assert dict(type(model)._per_instance_manager_store.get(model.id, {})) == store
     assert model.adata.obs.equals(model_obs)
 
@@ -431,7 +428,7 @@ def test_equivalence_separates_the_original_from_a_held_out_retrain(
     """Three retrains as references: the original fits its memorised cells far better than
     they do (remembers); the fourth retrain is not declared different."""
     before = pbmc.obs.copy()
-    params = _params(original)
+    params = module_state(original)
     refs = retrains[:3]
     rep = su.attack.equivalence_test(original, refs, cells["members"], adata=pbmc)
     null = su.attack.equivalence_test(retrains[3], refs, cells["members"], adata=pbmc)
@@ -454,7 +451,7 @@ def test_equivalence_separates_the_original_from_a_held_out_retrain(
     again = su.attack.equivalence_test(original, refs, cells["members"], adata=pbmc)
     assert again.statistic == rep.statistic  # seeded draws: reproducible
     pd.testing.assert_frame_equal(pbmc.obs, before)
-    assert all(torch.equal(params[k], v) for k, v in _params(original).items())
+    assert all(torch.equal(params[k], v) for k, v in module_state(original).items())
 
 
 def test_equivalence_bad_input(pbmc, cells, original, retrains):

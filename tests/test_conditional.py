@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import scvi_unlearn as su
-from conftest import FORGET_LABEL
+from conftest import FORGET_LABEL, module_state
 from scvi_unlearn._seeding import isolated_seed
 from scvi_unlearn.model._conditional_module import LABEL_OFFSET_PARAMETER
 
@@ -40,10 +40,6 @@ def cond_model(pbmc):
             **FAST,
         )
     return model
-
-
-def _state(model):
-    return {k: v.detach().clone() for k, v in model.module.state_dict().items()}
 
 
 def _code(model, label):
@@ -143,7 +139,7 @@ def test_fisher_overlap_of_plain_scvi_has_no_label_offsets(trained_model, forget
 
 
 def test_conditional_reset_resets_exactly_the_forgotten_labels(cond_model, forget_names):
-    before = _state(cond_model)
+    before = module_state(cond_model)
     new = cond_model.unlearn(forget_names, method="conditional_reset")
     for name, value in before.items():  # the original is untouched
         assert torch.equal(value, cond_model.module.state_dict()[name]), name
@@ -168,7 +164,7 @@ def test_conditional_reset_finetune_is_seeded_and_keeps_reset_offsets_zero(
         cond_model.unlearn(forget_names, method="conditional_reset", max_epochs=2, seed=3, **FAST)
         for _ in range(2)
     ]
-    a, b = (_state(r) for r in runs)
+    a, b = (module_state(r) for r in runs)
     assert all(torch.equal(a[k], b[k]) for k in a)
     code = _code(cond_model, FORGET_LABEL)
     assert (runs[0].module.label_offsets[code] == 0).all()

@@ -11,24 +11,12 @@ import torch
 from scvi.dataloaders import AnnDataLoader
 
 import scvi_unlearn as su
-from conftest import forget_advantage
+from conftest import dense, forget_advantage, module_state, same_state
 from scvi_unlearn.unlearn import _distill
 
 QUIET = {"enable_progress_bar": False, "on_degradation": "warn"}
 #: a short run with both guards
 GUARDED = {"max_epochs": 4, "guard_neighbors": 5, "anneal_fraction": 0.5, **QUIET}
-
-
-def _params(model) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in model.module.state_dict().items()}
-
-
-def _same(a: dict, b: dict) -> bool:
-    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-
-
-def _dense(x) -> np.ndarray:
-    return x.toarray() if hasattr(x, "toarray") else np.asarray(x)
 
 
 def _unlearn(model, forget, **kwargs):
@@ -39,7 +27,7 @@ def _unlearn(model, forget, **kwargs):
 
 @pytest.fixture(scope="module")
 def before(trained_model):
-    return _params(trained_model)
+    return module_state(trained_model)
 
 
 @pytest.fixture(scope="module")
@@ -101,14 +89,14 @@ def test_registered():
 def test_bad_hyperparameters(kwargs, match, trained_model, before, forget_names):
     with pytest.raises(ValueError, match=match):
         trained_model.unlearn(forget_names, method="distill", **kwargs, **QUIET)
-    assert _same(before, _params(trained_model))
+    assert same_state(before, module_state(trained_model))
 
 
 def test_original_untouched_and_reproducible(runs, trained_model, before):
-    assert _same(before, _params(trained_model))
-    a, b, c = (_params(r) for r in runs)
-    assert _same(a, b)
-    assert not _same(a, c)
+    assert same_state(before, module_state(trained_model))
+    a, b, c = (module_state(r) for r in runs)
+    assert same_state(a, b)
+    assert not same_state(a, c)
 
 
 def test_student_is_a_fresh_initialisation(trained_model, forget_names, monkeypatch):
@@ -116,8 +104,8 @@ def test_student_is_a_fresh_initialisation(trained_model, forget_names, monkeypa
     monkeypatch.setattr(su.unlearn.UnlearningTask, "fit", lambda *a, **k: None)
     new = _unlearn(trained_model, forget_names, seed=0)
     fresh = _unlearn(trained_model, forget_names, seed=0, distill_weight=0.0)
-    ours, orig = _params(new), _params(trained_model)
-    assert _same(ours, _params(fresh))
+    ours, orig = module_state(new), module_state(trained_model)
+    assert same_state(ours, module_state(fresh))
     # the trained layers (the unused l_encoder keeps the seed-0 initialisation of both)
     linear = [k for k in orig if k.startswith("z_encoder") and orig[k].dim() == 2]
     assert linear and not any(torch.equal(ours[k], orig[k]) for k in linear)
@@ -125,11 +113,11 @@ def test_student_is_a_fresh_initialisation(trained_model, forget_names, monkeypa
 
 def test_user_adata_untouched(trained_model, forget_names):
     adata = trained_model.adata
-    counts = _dense(adata.layers["counts"]).copy()
+    counts = dense(adata.layers["counts"]).copy()
     obs, uns_keys = adata.obs.copy(), set(adata.uns)
     _unlearn(trained_model, forget_names, seed=0, max_epochs=1, guard_neighbors=3)
     assert trained_model.adata is adata
-    np.testing.assert_array_equal(_dense(adata.layers["counts"]), counts)
+    np.testing.assert_array_equal(dense(adata.layers["counts"]), counts)
     assert adata.obs.equals(obs) and set(adata.uns) == uns_keys
 
 

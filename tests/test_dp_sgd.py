@@ -15,6 +15,7 @@ import pytest
 import torch
 
 import scvi_unlearn as su
+from conftest import module_state
 from scvi_unlearn._seeding import isolated_seed
 from scvi_unlearn.metrics import per_cell_elbo
 from scvi_unlearn.unlearn import _dp_training
@@ -23,10 +24,6 @@ from scvi_unlearn.unlearn._dp_training import PerCellELBO
 
 #: a few epochs at a high learning rate: enough to move the ELBO far from its initial value
 FAST = {"max_epochs": 4, "batch_size": 128, "lr": 1e-2, "enable_progress_bar": False}
-
-
-def _params(model) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in model.module.state_dict().items()}
 
 
 def _unlearn(model, forget, **kwargs):
@@ -46,7 +43,7 @@ def _one_thread():
 
 @pytest.fixture(scope="module")
 def original_params(trained_model):
-    return _params(trained_model)
+    return module_state(trained_model)
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +82,7 @@ def test_original_untouched(runs, trained_model, original_params, forget_names):
     new = runs[0]
     assert isinstance(new, su.SCVI) and new is not trained_model
     assert new.module is not trained_model.module
-    after = _params(trained_model)
+    after = module_state(trained_model)
     assert all(torch.equal(original_params[k], after[k]) for k in original_params)
     assert trained_model.adata.n_obs == len(trained_model.trained_obs_names)
     assert not hasattr(trained_model, "dp_epsilon_")
@@ -111,7 +108,7 @@ def test_layer_norm_model_of_the_original_class(runs, trained_model):
 
 def test_reproducible_with_a_seed(runs):
     a, b, c = runs
-    pa, pb, pc = _params(a), _params(b), _params(c)
+    pa, pb, pc = module_state(a), module_state(b), module_state(c)
     assert all(torch.equal(pa[k], pb[k]) for k in pa)
     assert a.dp_epsilon_ == b.dp_epsilon_
     assert any(not torch.equal(pa[k], pc[k]) for k in pa if pa[k].is_floating_point())
@@ -165,7 +162,7 @@ def test_the_model_trains(runs):
         init = su.SCVI(new.adata, **init_kwargs)
     init.module.eval()
     init.is_trained_ = True
-    p_new, p_init = _params(new), _params(init)
+    p_new, p_init = module_state(new), module_state(init)
     assert any(not torch.equal(p_new[k], p_init[k]) for k in p_new)
     cells = new.train_indices[:128]
     trained = per_cell_elbo(new, indices=cells, n_draws=2)["elbo"].mean()
@@ -191,7 +188,7 @@ def test_usable_by_the_package(runs, tmp_path):
     loaded = su.SCVI.load(tmp_path / "dp", adata=new.adata)
     assert loaded.dp_epsilon_ == new.dp_epsilon_ and loaded.dp_delta_ == new.dp_delta_
     assert loaded.dp_accounting_["steps"] == new.dp_accounting_["steps"]
-    p_new, p_loaded = _params(new), _params(loaded)
+    p_new, p_loaded = module_state(new), module_state(loaded)
     assert all(torch.equal(p_new[k], p_loaded[k]) for k in p_new)
 
 
@@ -215,7 +212,7 @@ def test_usable_by_the_package(runs, tmp_path):
 def test_bad_hyperparameters(kwargs, match, trained_model, forget_names, original_params):
     with pytest.raises(ValueError, match=match):
         trained_model.unlearn(forget_names, method="dp_sgd", **kwargs)
-    after = _params(trained_model)
+    after = module_state(trained_model)
     assert all(torch.equal(original_params[k], after[k]) for k in original_params)
 
 
@@ -295,7 +292,7 @@ def test_empty_poisson_sample_is_a_noise_step(fresh_train):
 
     with isolated_seed(0):
         model = su.SCVI(fresh_train, n_hidden=16, **LAYER_NORM)
-    before = _params(model)
+    before = module_state(model)
     calls = []
     original = _dp_training._fetch_batch
 
@@ -320,7 +317,7 @@ def test_empty_poisson_sample_is_a_noise_step(fresh_train):
         mp.undo()
     assert acc["steps"] == 10 and acc["sample_rate"] == 0.5
     assert len(calls) < acc["steps"]  # at least one empty sample (seed 0)
-    after = _params(model)
+    after = module_state(model)
     assert any(not torch.equal(before[k], after[k]) for k in before)
 
 

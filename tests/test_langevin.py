@@ -10,24 +10,12 @@ import pytest
 import torch
 
 import scvi_unlearn as su
-from conftest import forget_advantage
+from conftest import dense, forget_advantage, module_state, same_state
 from scvi_unlearn.unlearn import _langevin
 
 QUIET = {"enable_progress_bar": False, "on_degradation": "warn"}
 #: a short run (the noise is added after each of its steps)
 SHORT = {"max_epochs": 3, "lr": 5e-3, "noise": 0.5, **QUIET}
-
-
-def _params(model) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in model.module.state_dict().items()}
-
-
-def _same(a: dict, b: dict) -> bool:
-    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-
-
-def _dense(x) -> np.ndarray:
-    return x.toarray() if hasattr(x, "toarray") else np.asarray(x)
 
 
 def _unlearn(model, forget, method="langevin", **kwargs):
@@ -38,7 +26,7 @@ def _unlearn(model, forget, method="langevin", **kwargs):
 
 @pytest.fixture(scope="module")
 def before(trained_model):
-    return _params(trained_model)
+    return module_state(trained_model)
 
 
 @pytest.fixture(scope="module")
@@ -107,22 +95,22 @@ def test_registered():
 def test_bad_hyperparameters(kwargs, match, trained_model, before, forget_names):
     with pytest.raises(ValueError, match=match):
         trained_model.unlearn(forget_names, method="langevin", **kwargs, **QUIET)
-    assert _same(before, _params(trained_model))
+    assert same_state(before, module_state(trained_model))
 
 
 def test_reproducible_and_original_untouched(runs, trained_model, before):
-    assert _same(before, _params(trained_model))
-    a, b, c = (_params(r) for r in runs["noisy"])
-    assert _same(a, b)
-    assert not _same(a, c)
+    assert same_state(before, module_state(trained_model))
+    a, b, c = (module_state(r) for r in runs["noisy"])
+    assert same_state(a, b)
+    assert not same_state(a, c)
 
 
 def test_noise_zero_is_finetune(runs):
-    assert _same(_params(runs["silent"]), _params(runs["finetune"]))
+    assert same_state(module_state(runs["silent"]), module_state(runs["finetune"]))
 
 
 def test_noise_perturbs(runs):
-    noisy, silent = _params(runs["noisy"][0]), _params(runs["silent"])
+    noisy, silent = module_state(runs["noisy"][0]), module_state(runs["silent"])
     weights = [k for k in noisy if k.endswith("weight") and noisy[k].dim() == 2]
     assert weights and all(not torch.equal(noisy[k], silent[k]) for k in weights)
 
@@ -149,11 +137,11 @@ def test_constant_noise(trained_model, forget_names):
 
 def test_user_adata_untouched(trained_model, forget_names):
     adata = trained_model.adata
-    counts = _dense(adata.layers["counts"]).copy()
+    counts = dense(adata.layers["counts"]).copy()
     obs, uns_keys = adata.obs.copy(), set(adata.uns)
     _unlearn(trained_model, forget_names, seed=0, max_epochs=1)
     assert trained_model.adata is adata
-    np.testing.assert_array_equal(_dense(adata.layers["counts"]), counts)
+    np.testing.assert_array_equal(dense(adata.layers["counts"]), counts)
     assert adata.obs.equals(obs) and set(adata.uns) == uns_keys
 
 

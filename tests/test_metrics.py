@@ -11,6 +11,7 @@ import scipy.sparse as sp
 import torch
 
 import scvi_unlearn as su
+from conftest import module_state, same_state
 from scvi_unlearn._seeding import isolated_seed
 from scvi_unlearn.metrics import (
     UTILITY_FIELDS,
@@ -31,14 +32,6 @@ from scvi_unlearn.metrics import (
 
 #: posterior draws in the tests (the default, 8, is for real evaluations; 2 keeps tests fast)
 N_DRAWS = 2
-
-
-def _state(model) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in model.module.state_dict().items()}
-
-
-def _same_state(a: dict, b: dict) -> bool:
-    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 def _model_like(trained, adata, state=None, cls=su.SCVI):
@@ -200,7 +193,7 @@ def test_expected_counts_carry_the_library_size(trained_model, heldout, markers)
 
 def test_marker_correlation_depends_on_the_model(trained_model, pbmc_train, heldout, markers):
     """The study's bug (decoding without library size) made this model-independent."""
-    state = _state(trained_model)
+    state = module_state(trained_model)
     perturbed = {k: v.clone() for k, v in state.items()}
     gen = torch.Generator().manual_seed(0)
     for key, value in perturbed.items():
@@ -210,7 +203,7 @@ def test_marker_correlation_depends_on_the_model(trained_model, pbmc_train, held
     r_trained = marker_correlation(trained_model, heldout, markers=markers, n_draws=4)
     r_other = marker_correlation(other, heldout, markers=markers, n_draws=4)
     assert abs(r_trained - r_other) > 0.01
-    assert _same_state(state, _state(trained_model))
+    assert same_state(state, module_state(trained_model))
 
 
 def test_marker_gene_order_is_respected(trained_model, heldout):
@@ -286,7 +279,7 @@ def test_neighbourhood_preservation_self_is_one_other_is_less(
 def test_plain_scvi_model_gives_the_same_numbers(trained_model, pbmc_train, heldout, markers):
     import scvi
 
-    state = _state(trained_model)
+    state = module_state(trained_model)
     plain = _model_like(trained_model, pbmc_train, state=state, cls=scvi.model.SCVI)
     assert type(plain) is scvi.model.SCVI
     a = utility_report(plain, heldout, markers=markers, reference=trained_model, n_draws=2)
@@ -331,7 +324,7 @@ def test_anndata_and_models_not_mutated(trained_model, untrained, pbmc, pbmc_tra
     store = type(trained_model)._per_instance_manager_store
     n_managers = {m.id: len(store[m.id]) for m in (trained_model, untrained)}
     snaps = {id(a): _snapshot(a) for a in (pbmc, heldout, pbmc_train)}
-    states = {id(m): _state(m) for m in (trained_model, untrained)}
+    states = {id(m): module_state(m) for m in (trained_model, untrained)}
     untrained.module.train()  # a model left in training mode must stay in it
     try:
         for cells in (heldout, pbmc_train):
@@ -344,7 +337,7 @@ def test_anndata_and_models_not_mutated(trained_model, untrained, pbmc, pbmc_tra
     for a in (pbmc, heldout, pbmc_train):
         _assert_unchanged(a, snaps[id(a)])
     for m in (trained_model, untrained):
-        assert _same_state(states[id(m)], _state(m))
+        assert same_state(states[id(m)], module_state(m))
         assert len(store[m.id]) == n_managers[m.id]  # evaluation copies deregistered
 
 

@@ -9,10 +9,7 @@ import pytest
 import torch
 
 import scvi_unlearn as su
-
-
-def _state(model):
-    return {k: v.detach().clone() for k, v in model.module.state_dict().items()}
+from conftest import module_state
 
 
 def test_references_are_cached_in_a_folder_and_extended(trained_model, forget_names, tmp_path):
@@ -29,17 +26,17 @@ def test_references_are_cached_in_a_folder_and_extended(trained_model, forget_na
     loaded = su.attack.load_references(folder, forget_names)
     assert [type(m) for m in loaded] == [su.SCVI] * 3
     for a, b in zip(first, loaded):
-        sa, sb = _state(a), _state(b)
+        sa, sb = module_state(a), module_state(b)
         assert all(torch.equal(sa[k], sb[k]) for k in sa)
     # different seeds give different retrains
-    s0, s1 = _state(first[0]), _state(first[1])
+    s0, s1 = module_state(first[0]), module_state(first[1])
     assert not all(torch.equal(s0[k], s1[k]) for k in s0)
     # a second call loads the three saved ones and trains only the new seed
     more = su.attack.train_references(
         trained_model, forget_names, seeds=(0, 1, 2, 3), folder=folder, max_epochs=2
     )
     assert json.loads((folder / "references.json").read_text())["seeds"] == [0, 1, 2, 3]
-    s_old, s_new = _state(first[2]), _state(more[2])
+    s_old, s_new = module_state(first[2]), module_state(more[2])
     assert all(torch.equal(s_old[k], s_new[k]) for k in s_old)
 
 

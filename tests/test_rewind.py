@@ -6,10 +6,9 @@ import warnings
 
 import numpy as np
 import pytest
-import torch
 
 import scvi_unlearn as su
-from conftest import forget_advantage
+from conftest import dense, forget_advantage, module_state, same_state
 from scvi_unlearn._seeding import isolated_seed
 from scvi_unlearn.unlearn import _rewind
 
@@ -18,18 +17,6 @@ MODEL = {"n_latent": 10, "n_hidden": 64}
 TRAIN = {"enable_progress_bar": False, "train_size": 0.9}
 #: checkpoint epoch of the 30-epoch original
 K = 5
-
-
-def _params(model) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in model.module.state_dict().items()}
-
-
-def _dense(x) -> np.ndarray:
-    return x.toarray() if hasattr(x, "toarray") else np.asarray(x)
-
-
-def _same(a: dict, b: dict) -> bool:
-    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 def _train(adata, max_epochs, **kwargs):
@@ -61,7 +48,7 @@ def original(adata):
 
 @pytest.fixture(scope="module")
 def before(original):
-    return _params(original)
+    return module_state(original)
 
 
 @pytest.fixture(scope="module")
@@ -84,29 +71,29 @@ def runs(original, forget_names):
 def test_checkpoint_does_not_change_training(adata, original):
     plain = _train(adata, 30)
     assert plain.rewind_checkpoint_ is None and plain.train_recipe_["rewind_epoch"] is None
-    assert _same(_params(plain), _params(original))
+    assert same_state(module_state(plain), module_state(original))
 
 
 def test_checkpoint_is_the_weights_after_k_epochs(original, short):
     ckpt = original.rewind_checkpoint_
     assert ckpt["epoch"] == K and original.train_recipe_["rewind_epoch"] == K
     assert all(v.device.type == "cpu" for v in ckpt["state_dict"].values())
-    assert _same(ckpt["state_dict"], _params(short))
-    assert not _same(ckpt["state_dict"], _params(original))
+    assert same_state(ckpt["state_dict"], module_state(short))
+    assert not same_state(ckpt["state_dict"], module_state(original))
 
 
 def test_checkpoint_zero_is_the_initialisation(adata, short):
     with isolated_seed(0):
         fresh = su.SCVI(adata, **MODEL)
     assert short.rewind_checkpoint_["epoch"] == 0
-    assert _same(short.rewind_checkpoint_["state_dict"], _params(fresh))
+    assert same_state(short.rewind_checkpoint_["state_dict"], module_state(fresh))
 
 
 def test_checkpoint_saved_and_loaded(original, adata, tmp_path):
     original.save(tmp_path / "m", save_anndata=False)
     loaded = su.SCVI.load(tmp_path / "m", adata=adata)
     assert loaded.rewind_checkpoint_["epoch"] == K
-    assert _same(
+    assert same_state(
         loaded.rewind_checkpoint_["state_dict"], original.rewind_checkpoint_["state_dict"]
     )
     assert loaded.train_recipe_ == original.train_recipe_
@@ -119,11 +106,11 @@ def test_checkpoint_saved_and_loaded(original, adata, tmp_path):
 )
 def test_bad_rewind_epoch(value, match, fresh_train):
     model = su.SCVI(fresh_train, **MODEL)
-    init = _params(model)
+    init = module_state(model)
     with pytest.raises(ValueError, match=f"rewind_epoch must be {match}"):
         model.train(max_epochs=3, rewind_epoch=value, **TRAIN)
     assert not model.is_trained_ and model.train_recipe_ is None
-    assert _same(init, _params(model))
+    assert same_state(init, module_state(model))
 
 
 def test_retraining_drops_the_checkpoint(fresh_train):
@@ -144,10 +131,10 @@ def test_registered():
 
 
 def test_needs_a_checkpoint(trained_model, forget_names):
-    before = _params(trained_model)
+    before = module_state(trained_model)
     with pytest.raises(ValueError, match=r"train\(\.\.\., rewind_epoch=k\)"):
         trained_model.unlearn(forget_names, method="rewind", **QUIET)
-    assert _same(before, _params(trained_model))
+    assert same_state(before, module_state(trained_model))
 
 
 @pytest.mark.parametrize(
@@ -158,31 +145,31 @@ def test_needs_a_checkpoint(trained_model, forget_names):
 def test_bad_hyperparameters(kwargs, match, original, before, forget_names):
     with pytest.raises(ValueError, match=match):
         original.unlearn(forget_names, method="rewind", **kwargs, **QUIET)
-    assert _same(before, _params(original))
+    assert same_state(before, module_state(original))
 
 
 def test_starts_from_the_checkpoint(original, forget_names, monkeypatch):
     monkeypatch.setattr(_rewind, "train_fast", lambda *a, **k: None)
     new = _unlearn(original, forget_names, method="rewind", seed=0)
-    assert _same(_params(new), original.rewind_checkpoint_["state_dict"])
+    assert same_state(module_state(new), original.rewind_checkpoint_["state_dict"])
 
 
 def test_original_and_adata_untouched_and_reproducible(runs, original, before):
-    assert _same(before, _params(original))
+    assert same_state(before, module_state(original))
     assert original.rewind_checkpoint_["epoch"] == K
-    a, b, c = (_params(r) for r in runs)
-    assert _same(a, b)
-    assert not _same(a, c)
+    a, b, c = (module_state(r) for r in runs)
+    assert same_state(a, b)
+    assert not same_state(a, c)
     assert runs[0].rewind_checkpoint_ is None  # the checkpoint saw the forget cells
 
 
 def test_user_adata_untouched(original, forget_names):
     adata = original.adata
-    counts = _dense(adata.layers["counts"]).copy()
+    counts = dense(adata.layers["counts"]).copy()
     obs, uns_keys = adata.obs.copy(), set(adata.uns)
     _unlearn(original, forget_names, method="rewind", seed=0, max_epochs=1)
     assert original.adata is adata
-    np.testing.assert_array_equal(_dense(adata.layers["counts"]), counts)
+    np.testing.assert_array_equal(dense(adata.layers["counts"]), counts)
     assert adata.obs.equals(obs) and set(adata.uns) == uns_keys
 
 
@@ -219,7 +206,7 @@ def test_from_epoch_zero_is_fast_retrain(short, forget_names):
     kwargs = {"seed": 0, "max_epochs": 3, "lr": 1.2e-2}  # the same schedule
     rewound = _unlearn(short, forget_names, method="rewind", **kwargs)
     fast = _unlearn(short, forget_names, method="fast_retrain", **kwargs)
-    assert _same(_params(rewound), _params(fast))
+    assert same_state(module_state(rewound), module_state(fast))
     assert rewound.unlearn_record_["log"][1:] == fast.unlearn_record_["log"]
 
 
@@ -228,7 +215,7 @@ def test_retrain_replays_the_checkpoint(original, forget_names):
     recorded epoch, and none when a shorter run never does."""
     longer = _unlearn(original, forget_names, method="retrain", max_epochs=K + 1)
     assert longer.rewind_checkpoint_["epoch"] == K
-    assert not _same(
+    assert not same_state(
         longer.rewind_checkpoint_["state_dict"], original.rewind_checkpoint_["state_dict"]
     )
     shorter = _unlearn(original, forget_names, method="retrain", max_epochs=K - 1)

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 import scvi_unlearn as su
+from conftest import module_state
 from scvi_unlearn.metrics import per_cell_elbo
 from scvi_unlearn.unlearn import ExtraAdam, ExtraSGD
 from scvi_unlearn.unlearn._critic import (
@@ -27,10 +28,6 @@ METHODS = ("extragradient", "mi_regularized")
 FAST = {"max_epochs": 3, "critic_warmup": 50, "enable_progress_bar": False}
 
 
-def _params(model) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in model.module.state_dict().items()}
-
-
 def _n_changed(a: dict, b: dict) -> int:
     return sum(not torch.equal(a[k], b[k]) for k in a if a[k].is_floating_point())
 
@@ -42,7 +39,7 @@ def heldout(pbmc):
 
 @pytest.fixture(scope="module")
 def original_params(trained_model):
-    return _params(trained_model)
+    return module_state(trained_model)
 
 
 @pytest.fixture(scope="module")
@@ -70,17 +67,17 @@ def test_registered_with_documented_defaults():
 @pytest.mark.parametrize("method", METHODS)
 def test_original_untouched_and_model_changed(method, runs, trained_model, original_params):
     new = runs[method][0]
-    assert _n_changed(original_params, _params(trained_model)) == 0
-    assert _n_changed(original_params, _params(new)) > 0
+    assert _n_changed(original_params, module_state(trained_model)) == 0
+    assert _n_changed(original_params, module_state(new)) > 0
     assert new.module is not trained_model.module
 
 
 @pytest.mark.parametrize("method", METHODS)
 def test_same_seed_repeats_other_seed_differs(method, runs):
     a, b, c = runs[method]
-    assert _n_changed(_params(a), _params(b)) == 0
+    assert _n_changed(module_state(a), module_state(b)) == 0
     assert a.unlearn_record_["log"] == b.unlearn_record_["log"]
-    assert _n_changed(_params(a), _params(c)) > 0
+    assert _n_changed(module_state(a), module_state(c)) > 0
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -202,10 +199,10 @@ def test_critic_pieces(trained_model, pbmc_train):
     ],
 )
 def test_bad_hyperparameters(method, kwargs, error, match, trained_model, forget_names):
-    before = _params(trained_model)
+    before = module_state(trained_model)
     with pytest.raises(error, match=match):
         trained_model.unlearn(forget_names, method=method, **{**FAST, **kwargs})
-    assert _n_changed(before, _params(trained_model)) == 0
+    assert _n_changed(before, module_state(trained_model)) == 0
 
 
 def test_nonmembers_the_model_trained_on_are_refused(trained_model, forget_names, pbmc_train):

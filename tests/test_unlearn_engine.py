@@ -13,17 +13,10 @@ import pytest
 import torch
 
 import scvi_unlearn as su
+from conftest import module_state, same_state
 from scvi_unlearn.unlearn import METHODS, register
 
 QUIET = {"enable_progress_bar": False}
-
-
-def _params(model) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in model.module.state_dict().items()}
-
-
-def _same_params(a: dict, b: dict) -> bool:
-    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 def _adata_fingerprint(adata) -> dict:
@@ -133,7 +126,7 @@ def test_engine_options_are_validated(trained_model, forget_names):
 def test_anndata_and_names_give_the_same_request(trained_model, forget_names, pbmc_train):
     by_names = trained_model.unlearn(forget_names, method="ssd")
     by_adata = trained_model.unlearn(pbmc_train[list(forget_names)], method="ssd")
-    assert _same_params(_params(by_names), _params(by_adata))
+    assert same_state(module_state(by_names), module_state(by_adata))
     assert by_adata.unlearn_record_["n_forget"] == len(forget_names)
 
 
@@ -249,13 +242,13 @@ def test_failure_midway_leaves_original_and_adata_intact(
         raise exc("boom")
 
     user_method("exploding_test_method", exploding)
-    before = _params(trained_model)
+    before = module_state(trained_model)
     adata_before = _adata_fingerprint(trained_model.adata)
     n_managers = len(su.SCVI._setup_adata_manager_store)
     history = copy.deepcopy(trained_model.history_)
     with pytest.raises(exc, match="boom"):
         trained_model.unlearn(forget_names, method="exploding_test_method")
-    assert _same_params(before, _params(trained_model))
+    assert same_state(before, module_state(trained_model))
     _assert_same_adata(adata_before, trained_model.adata)
     assert len(su.SCVI._setup_adata_manager_store) == n_managers
     assert trained_model.history_.keys() == history.keys()
@@ -281,7 +274,7 @@ def test_interrupt_inside_lightning_leaves_original_intact(
         return model
 
     user_method("interrupted_test_method", interrupted)
-    before = _params(trained_model)
+    before = module_state(trained_model)
     adata_before = _adata_fingerprint(trained_model.adata)
     n_managers = len(su.SCVI._setup_adata_manager_store)
     handler = signal.getsignal(signal.SIGINT)
@@ -290,21 +283,21 @@ def test_interrupt_inside_lightning_leaves_original_intact(
             trained_model.unlearn(forget_names, method="interrupted_test_method")
     finally:
         signal.signal(signal.SIGINT, handler)  # Lightning ignores SIGINT after an interrupt
-    assert _same_params(before, _params(trained_model))
+    assert same_state(before, module_state(trained_model))
     _assert_same_adata(adata_before, trained_model.adata)
     assert len(su.SCVI._setup_adata_manager_store) == n_managers
 
 
 def test_successful_run_leaves_user_adata_intact(trained_model, forget_names, pbmc_train):
     before = _adata_fingerprint(pbmc_train)
-    params = _params(trained_model)
+    params = module_state(trained_model)
     view = pbmc_train[list(forget_names)]
     # (its 1.5% drop is not confidently within 2% on the fixture's validation cells: warn)
     trained_model.unlearn(
         view, method="gradient_ascent", max_epochs=1, on_degradation="warn", **QUIET
     )
     _assert_same_adata(before, pbmc_train)
-    assert _same_params(params, _params(trained_model))
+    assert same_state(params, module_state(trained_model))
 
 
 # ---------------------------------------------------------------- registry and checks

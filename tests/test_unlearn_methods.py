@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import scvi_unlearn as su
-from conftest import forget_advantage
+from conftest import forget_advantage, module_state
 from scvi_unlearn.metrics import per_cell_elbo
 
 QUIET = {"enable_progress_bar": False}
@@ -32,17 +32,13 @@ FAST = {method: {**kw, "on_degradation": "warn"} for method, kw in FAST.items()}
 BUILT_IN = sorted(FAST)
 
 
-def _params(model) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in model.module.state_dict().items()}
-
-
 def _n_changed(a: dict, b: dict) -> int:
     return sum(not torch.equal(a[k], b[k]) for k in a if a[k].is_floating_point())
 
 
 @pytest.fixture(scope="module")
 def original_params(trained_model):
-    return _params(trained_model)
+    return module_state(trained_model)
 
 
 @pytest.fixture(scope="module")
@@ -76,9 +72,9 @@ def test_method_changes_model_and_keeps_original(
     new, _ = runs[method]
     assert isinstance(new, su.SCVI) and new is not trained_model
     assert new.module is not trained_model.module
-    assert _n_changed(original_params, _params(new)) > 0
+    assert _n_changed(original_params, module_state(new)) > 0
     # the original is bit-identical after every run
-    assert _n_changed(original_params, _params(trained_model)) == 0
+    assert _n_changed(original_params, module_state(trained_model)) == 0
     assert trained_model.adata.n_obs == len(trained_model.trained_obs_names)
     assert not set(forget_names) & set(new.adata.obs_names)
 
@@ -86,7 +82,7 @@ def test_method_changes_model_and_keeps_original(
 @pytest.mark.parametrize("method", BUILT_IN)
 def test_method_is_reproducible(method, runs):
     a, b = runs[method]
-    assert _n_changed(_params(a), _params(b)) == 0
+    assert _n_changed(module_state(a), module_state(b)) == 0
     la = [{k: v for k, v in row.items()} for row in a.unlearn_record_["log"]]
     lb = [{k: v for k, v in row.items()} for row in b.unlearn_record_["log"]]
     assert la == lb and la
@@ -101,7 +97,7 @@ def test_other_seed_gives_other_result(method, runs, trained_model, forget_names
         kw = FAST[method]
         a = runs[method][0]
     c = trained_model.unlearn(forget_names, method=method, seed=2, **kw)
-    assert _n_changed(_params(a), _params(c)) > 0
+    assert _n_changed(module_state(a), module_state(c)) > 0
 
 
 @pytest.mark.parametrize("method", BUILT_IN)
@@ -124,7 +120,7 @@ def test_record_round_trips(method, runs, tmp_path, forget_names):
     new.save(tmp_path / method, save_anndata=False)
     loaded = su.SCVI.load(str(tmp_path / method), adata=new.adata)
     assert loaded.unlearn_record_ == rec
-    assert _n_changed(_params(loaded), _params(new)) == 0
+    assert _n_changed(module_state(loaded), module_state(new)) == 0
 
 
 def _assert_forget_specific_drop(new, trained_model, forget_names, heldout, pbmc, label):
@@ -195,8 +191,8 @@ def test_fast_retrain_is_exact_with_its_own_budget(trained_model, forget_names, 
 def test_retrain_seeds_differ_and_repeat(runs, trained_model, forget_names):
     a, b = runs["retrain"]
     c = trained_model.unlearn(forget_names, method="retrain", seed=2, **FAST["retrain"])
-    assert _n_changed(_params(a), _params(b)) == 0
-    assert _n_changed(_params(a), _params(c)) > 0
+    assert _n_changed(module_state(a), module_state(b)) == 0
+    assert _n_changed(module_state(a), module_state(c)) > 0
     # a retrained model starts from a fresh initialisation, not from the original's weights
     w = trained_model.module.z_encoder.mean_encoder.weight
     assert not torch.allclose(a.module.z_encoder.mean_encoder.weight, w, atol=1e-2)
@@ -208,7 +204,7 @@ def test_fisher_noise_spares_retain_directions(trained_model, forget_names):
     from scvi_unlearn.unlearn._guard import mean_elbo
 
     new = trained_model.unlearn(forget_names, method="fisher", alpha=3e-5, seed=0)
-    base, noisy = _params(trained_model), _params(new)
+    base, noisy = module_state(trained_model), module_state(new)
     gen = torch.Generator().manual_seed(0)
     iso = copy.deepcopy(new.module)
     iso.load_state_dict(base)
@@ -230,7 +226,7 @@ def test_ssd_dampens_only_selected_parameters(runs, original_params):
     new, _ = runs["ssd"]
     log = new.unlearn_record_["log"][0]
     assert 0 < log["fraction_selected"] < 0.5
-    after = _params(new)
+    after = module_state(new)
     for name, before in original_params.items():
         if not before.is_floating_point():
             continue
