@@ -81,6 +81,7 @@ def verdict_columns(rep, wall: float, full_time: float, new=None) -> dict:
         "mean z": rep.statistic,
         "decision": rep.decision,
         "membership contrast": rep.membership_test.statistic,
+        "global shift": rep.global_shift,
         "same-type ok": u["same_type_ok"],
         "other types vs retrains (%)": 100
         * (u["other_types_elbo"] - u["other_types_reference"])

@@ -447,11 +447,36 @@ def test_equivalence_separates_the_original_from_a_held_out_retrain(
     row = rep.to_frame()
     assert row.loc[0, "eq_decision"] == "remembers" and row.loc[0, "eq_n_references"] == 3
     assert "verdict" in repr(rep) and "FAIL: remembers" in rep.verdict()
+    assert not rep.global_shift and not row.loc[0, "eq_global_shift"]  # memory, not a shift
     assert rep.plot().get_ylabel().startswith("per-cell z")
     again = su.attack.equivalence_test(original, refs, cells["members"], adata=pbmc)
     assert again.statistic == rep.statistic  # seeded draws: reproducible
     pd.testing.assert_frame_equal(pbmc.obs, before)
     assert all(torch.equal(params[k], v) for k, v in module_state(original).items())
+
+
+def test_global_shift_is_a_type_wide_shift_without_membership(pbmc, cells, original, retrains):
+    """``global_shift``: a non-equivalent decision whose unseen same-type cells moved the same
+    way while the membership contrast does not reject."""
+    import dataclasses
+
+    rep = su.attack.equivalence_test(original, retrains[:3], cells["members"], adata=pbmc)
+    same = dataclasses.replace(rep.shift_tests["same_type"], statistic=2.0, p_value=0.001)
+    flat = dataclasses.replace(rep.membership_test, statistic=0.1, p_value=0.6)
+    shifted = dataclasses.replace(
+        rep,
+        decision="remembers",
+        statistic=2.5,
+        membership_test=flat,
+        shift_tests={**rep.shift_tests, "same_type": same},
+    )
+    assert shifted.global_shift and "global shift" in shifted.verdict()
+    assert shifted.to_frame().loc[0, "eq_global_shift"]
+    # not when the contrast rejects, the same-type cells move the other way, or it is equivalent
+    member = dataclasses.replace(flat, p_value=0.01)
+    assert not dataclasses.replace(shifted, membership_test=member).global_shift
+    assert not dataclasses.replace(shifted, statistic=-2.5, decision="over-forgets").global_shift
+    assert not dataclasses.replace(shifted, decision="equivalent").global_shift
 
 
 def test_equivalence_bad_input(pbmc, cells, original, retrains):
