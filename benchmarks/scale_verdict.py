@@ -13,8 +13,12 @@ default-recipe retrains (seeds 0-4, cached in ``--cache``), with the verdict gri
 ``--epochs`` fixed budgets, and the approximate methods of ``--methods`` with their defaults
 (``distill`` and ``reinit_finetune`` take a retain sample of 2,048 cells an epoch, below the
 retain set here).  Cost = wall time over a default-recipe retrain's, timed in the same process.
+``--warmup-epochs`` adds ``fast_retrain`` with ``kl_warmup=True`` (the KL weight warmed up over
+the budget, as the default recipe warms it up over 400 epochs) at those budgets.
 
     python benchmarks/scale_verdict.py --threads 1 --cache /tmp/scale_refs
+    python benchmarks/scale_verdict.py --threads 1 --cache /tmp/scale_refs \\
+        --no-default-runs --warmup-epochs 60 30 --retrain-time 212.9 --threads 2
 """
 
 from __future__ import annotations
@@ -54,6 +58,16 @@ def main() -> None:
     parser.add_argument("--genes", type=int, default=1000)
     parser.add_argument("--epochs", type=int, nargs="*", default=[30, 20, 12])
     parser.add_argument("--methods", nargs="*", default=["distill", "reinit_finetune"])
+    parser.add_argument(
+        "--warmup-epochs",
+        type=int,
+        nargs="*",
+        default=[],
+        help="also fast_retrain with kl_warmup=True for these budgets",
+    )
+    parser.add_argument(
+        "--no-default-runs", action="store_true", help="only the --warmup-epochs runs"
+    )
     parser.set_defaults(sets=None)  # the sets below, not pbmc68k's
     args = parser.parse_args()
     quiet(args.threads)
@@ -75,6 +89,17 @@ def main() -> None:
         (f"fast_retrain {e} epochs", model, "fast_retrain", {"max_epochs": e}) for e in args.epochs
     ]
     runs += [(m, model, m, {}) for m in args.methods]
+    if args.no_default_runs:
+        runs = []
+    runs += [
+        (
+            f"fast_retrain {e} epochs, KL warm-up",
+            model,
+            "fast_retrain",
+            {"max_epochs": e, "kl_warmup": True},
+        )
+        for e in args.warmup_epochs
+    ]
     run_grid(su, adata, model, runs, args, t0, sets=sets)
 
 

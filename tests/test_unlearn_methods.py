@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import scvi_unlearn as su
-from conftest import forget_advantage, module_state
+from conftest import forget_advantage, module_state, same_state
 from scvi_unlearn.metrics import per_cell_elbo
 
 QUIET = {"enable_progress_bar": False}
@@ -252,3 +252,20 @@ def test_bad_hyperparameters(method, kwargs, match, trained_model, forget_names)
     quiet = {} if method == "ssd" else QUIET
     with pytest.raises(ValueError, match=match):
         trained_model.unlearn(forget_names, method=method, **kwargs, **quiet)
+
+
+def test_fast_retrain_kl_warmup(trained_model, forget_names):
+    """``kl_warmup=True`` warms the KL weight up from 0 over the budget; the default keeps it at
+    1 from the first epoch; a non-bool is refused before any training."""
+    warm = trained_model.unlearn(
+        forget_names, method="fast_retrain", seed=0, max_epochs=4, kl_warmup=True, **QUIET
+    )
+    plain = trained_model.unlearn(
+        forget_names, method="fast_retrain", seed=0, max_epochs=4, **QUIET
+    )
+    assert (warm.history_["kl_weight"].to_numpy() < 1).all()  # still warming up
+    assert np.allclose(plain.history_["kl_weight"].to_numpy(), 1.0)
+    assert warm.unlearn_record_["hyperparameters"]["kl_warmup"] is True
+    assert not same_state(module_state(warm), module_state(plain))
+    with pytest.raises(ValueError, match="kl_warmup"):
+        trained_model.unlearn(forget_names, method="fast_retrain", kl_warmup="yes", **QUIET)
