@@ -92,7 +92,6 @@ def main() -> None:
         for e in args.epochs
         for w in args.weights
     ]
-    runs += [(m, model, m, {}) for m in args.baselines]
     run_grid(su, adata, model, runs, args, t0)
 
 

@@ -169,7 +169,6 @@ def main() -> None:
         for e in args.epochs
         for a in (args.anneals if n > 0 else (0.0,))
     ]
-    runs += [(m, model, m, {}) for m in args.baselines]
     table = run_grid(su, adata, model, runs, args, t0, on_report=recorder)
     spread = spread_table(table, recorder)
     print("\n## Calibration: spread of the forget cells' ELBO across seeds vs the retrains'\n")

@@ -80,7 +80,6 @@ def main() -> None:
     runs = [
         (f"reinit_finetune ({s})", model, "reinit_finetune", SETTINGS[s]) for s in args.settings
     ]
-    runs += [(m, model, m, {}) for m in args.baselines]
     run_grid(su, adata, model, runs, args, t0)
 
 

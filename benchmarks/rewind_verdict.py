@@ -89,7 +89,6 @@ def main() -> None:
         for e in args.epochs
         for lr in args.lr
     ]
-    runs += [(m, model, m, {}) for m in args.baselines]
     run_grid(su, adata, model, runs, args, t0)
 
 

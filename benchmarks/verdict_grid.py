@@ -33,8 +33,9 @@ def grid_parser(description: str, baselines) -> argparse.ArgumentParser:
 
 
 def run_grid(su, adata, model, runs, args, t0: float, sets=None, on_report=None) -> pd.DataFrame:
-    """Judge every run; ``runs``: ``(label, original, method, kwargs)`` tuples, each run on every
-    set of ``args.sets`` with seeds ``0 .. args.seeds - 1`` and ``on_degradation="warn"``.
+    """Judge every run; ``runs``: ``(label, original, method, kwargs)`` tuples, followed by
+    ``args.baselines`` (each method with its defaults on ``model``), each run on every set of
+    ``args.sets`` with seeds ``0 .. args.seeds - 1`` and ``on_degradation="warn"``.
     ``sets``: forget sets by name (default: pbmc68k's, :func:`equivalence_power.forget_sets`).
     ``on_report(report, new, references, score_cache)``: called after each run's test, in the
     order of the returned rows.
@@ -45,6 +46,7 @@ def run_grid(su, adata, model, runs, args, t0: float, sets=None, on_report=None)
     every run) when given; returns the per-run table.
     """
     sets = forget_sets(su, adata) if sets is None else sets
+    runs = [*runs, *((m, model, m, {}) for m in args.baselines)]
     retrain_job = [su.unlearn.UnlearningJob("retrain", 100)]
     full_time = args.retrain_time
     if full_time is None:

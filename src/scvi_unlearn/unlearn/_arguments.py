@@ -27,3 +27,12 @@ def number_argument(name: str, value, *, positive: bool = False) -> float:
     if not math.isfinite(value) or value < 0 or (positive and value == 0):
         raise ValueError(f"{name} must be {'> 0' if positive else '>= 0'}, got {value!r}.")
     return value
+
+
+def fraction_argument(name: str, value) -> float:
+    """``value`` as a float in ``[0, 1]``, or a ``ValueError`` naming ``name``
+    (:func:`number_argument`, then the upper bound)."""
+    value = number_argument(name, value)
+    if value > 1:
+        raise ValueError(f"{name} must be in [0, 1], got {value!r}.")
+    return value

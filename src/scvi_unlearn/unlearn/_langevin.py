@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from scvi_unlearn.unlearn._arguments import int_argument, number_argument
+from scvi_unlearn.unlearn._arguments import fraction_argument, int_argument, number_argument
 from scvi_unlearn.unlearn._budget import retain_sample_size
 from scvi_unlearn.unlearn._distill import anneal_factors
 from scvi_unlearn.unlearn._finetune import RetainTrainingPlan, train_on_retain
@@ -200,9 +200,7 @@ def langevin(
     noise = number_argument("noise", noise)
     weight_decay = number_argument("weight_decay", weight_decay)
     kl_weight = number_argument("kl_weight", kl_weight)
-    anneal_fraction = number_argument("anneal_fraction", anneal_fraction)
-    if anneal_fraction > 1:
-        raise ValueError(f"anneal_fraction must be in [0, 1], got {anneal_fraction!r}.")
+    anneal_fraction = fraction_argument("anneal_fraction", anneal_fraction)
     retain_sample_size(task.n_forget, task.train_indices.size, retain_sample)  # validates it
 
     model = task.new_model(copy_weights=True)
