@@ -73,8 +73,8 @@ def verdict_columns(rep, wall: float, full_time: float, new=None) -> dict:
     """The per-run columns of the verdict benchmarks (``fast_retrain.py``, ``critic_verdict.py``,
     ``reinit_verdict.py``, ``conditional_verdict.py``) from an
     :class:`~scvi_unlearn.attack.EquivalenceReport`: cost, mean z, decision, membership
-    contrast, both utility checks, the retain check's drop of ``new`` (when it has a record),
-    passed."""
+    contrast, both utility checks, the retain check's drop of ``new`` (when it has a record)
+    and the epochs it trained (when recorded: the fit-matched ``fast_retrain``), passed."""
     u = rep.utility
     row = {
         "time / retrain": wall / full_time,
@@ -90,6 +90,8 @@ def verdict_columns(rep, wall: float, full_time: float, new=None) -> dict:
     record = getattr(new, "unlearn_record_", None)
     if record is not None:
         row["retain check drop (%)"] = 100 * record["checks"]["relative_drop"]
+        if "epochs" in record["budget"]:  # fast_retrain stopped at the original's fit
+            row["epochs trained"] = record["budget"]["epochs"]
     row["passed"] = rep.passed
     return row
 

@@ -5,8 +5,9 @@ For each size, cells are simulated (``su.data.simulate``, calibrated on pbmc68k)
 warm-up epoch): the default recipe (scvi-tools' plan, lr 1e-3) and fast_retrain's (KL weight 1,
 lr 1.2e-2).  The full retrain is *not* run: its cost is its per-epoch time x scvi-tools' epoch
 heuristic (400 epochs up to 20k cells, then 8M / n), and fast_retrain's is its per-epoch time x
-its default budget ``max(min_epochs, ceil(epoch_fraction x E))`` (0.15 and 10:
-:func:`scvi_unlearn.unlearn._fast_retrain.fast_budget`).
+its default budget ``min(E, max(min_epochs, ceil(epoch_fraction x E)))`` (0.15 and 30:
+:func:`scvi_unlearn.unlearn._fast_retrain.fast_budget`) -- its worst case: by default
+(``match_fit``) it stops as soon as it fits the retain validation cells as the original does.
 
     python benchmarks/fast_retrain_scaling.py --threads 1
 """
@@ -55,7 +56,7 @@ def main() -> None:
         k: p.default for k, p in inspect.signature(su.unlearn.fast_retrain).parameters.items()
     }
     fraction, floor = defaults["epoch_fraction"], defaults["min_epochs"]
-    budget = lambda e: fast_budget(e, fraction, floor)  # noqa: E731
+    budget = lambda e: fast_budget(e, fraction, floor, at_most_original=True)  # noqa: E731
 
     scvi.settings.seed = 0
     fast_plan = {"lr": defaults["lr"], "n_epochs_kl_warmup": None, "n_steps_kl_warmup": None}

@@ -9,16 +9,25 @@ trained on the members with scvi-tools' default recipe and epoch heuristic (400 
 20k cells; seed 0), forget = the "CD56+ NK" members and 50 random members.  Each run (seeds
 0 .. ``--seeds`` - 1) is judged by :func:`scvi_unlearn.attack.equivalence_test` against 5
 default-recipe retrains (seeds 0-4, cached in ``--cache``), with the verdict grids' driver
-(:func:`verdict_grid.run_grid`): ``fast_retrain`` with its default budget and with
-``--epochs`` fixed budgets, and the approximate methods of ``--methods`` with their defaults
-(``distill`` and ``reinit_finetune`` take a retain sample of 2,048 cells an epoch, below the
-retain set here).  Cost = wall time over a default-recipe retrain's, timed in the same process.
-``--warmup-epochs`` adds ``fast_retrain`` with ``kl_warmup=True`` (the KL weight warmed up over
-the budget, as the default recipe warms it up over 400 epochs) at those budgets.
+(:func:`verdict_grid.run_grid`): ``fast_retrain`` as by default (stopped when its retain
+validation ELBO reaches the original's, ``match_fit``), with its full budget (``0.15 x`` the
+original's epochs) and with ``--epochs`` fixed budgets, and the approximate methods of
+``--methods`` with their defaults (``distill`` and ``reinit_finetune`` take a retain sample of
+2,048 cells an epoch, below the retain set here).  Cost = wall time over a default-recipe
+retrain's, timed in the same process.  ``--warmup-epochs`` adds ``fast_retrain`` with
+``kl_warmup=True`` (the KL weight warmed up over the budget, as the default recipe warms it up
+over 400 epochs) at those budgets, ``--fit-variants`` the fit-matched ``fast_retrain`` with a
+lower rate or with KL warm-up (:data:`FIT_VARIANTS`).
 
     python benchmarks/scale_verdict.py --threads 1 --cache /tmp/scale_refs
     python benchmarks/scale_verdict.py --threads 1 --cache /tmp/scale_refs \\
         --no-default-runs --warmup-epochs 60 30 --retrain-time 212.9 --threads 2
+    python benchmarks/scale_verdict.py --threads 1 --cache /tmp/scale_refs --epochs \\
+        --methods --retrain-time 212.9
+    python benchmarks/scale_verdict.py --threads 1 --cache /tmp/scale_refs --no-default-runs \\
+        --fit-variants --retrain-time 212.9
+    python benchmarks/scale_verdict.py --threads 1 --cells 10000 --cache /tmp/scale_refs_10k \\
+        --sets "random (50)" --epochs --methods
 """
 
 from __future__ import annotations
@@ -28,6 +37,14 @@ from pathlib import Path
 
 from scaling import quiet
 from verdict_grid import grid_parser, run_grid
+
+#: ``--fit-variants``: the fit-matched (default) ``fast_retrain`` with another rate or warm-up
+FIT_VARIANTS = {
+    "lr 6e-3": {"lr": 6e-3},
+    "lr 3e-3, cap 120": {"lr": 3e-3, "max_epochs": 120},
+    "KL warm-up over 60": {"kl_warmup": True},
+    "KL warm-up over 30": {"kl_warmup": True, "max_epochs": 30},
+}
 
 
 def simulated_setting(cells: int, genes: int, cache: Path):
@@ -66,7 +83,14 @@ def main() -> None:
         help="also fast_retrain with kl_warmup=True for these budgets",
     )
     parser.add_argument(
-        "--no-default-runs", action="store_true", help="only the --warmup-epochs runs"
+        "--fit-variants",
+        action="store_true",
+        help="also the fit-matched fast_retrain at lr 6e-3 and 3e-3 and with KL warm-up",
+    )
+    parser.add_argument(
+        "--no-default-runs",
+        action="store_true",
+        help="only the --warmup-epochs and --fit-variants runs",
     )
     parser.set_defaults(sets=None)  # the sets below, not pbmc68k's
     args = parser.parse_args()
@@ -84,9 +108,14 @@ def main() -> None:
         f"{recipe} epochs; sets {', '.join(args.sets)} ({time.perf_counter() - t0:.0f} s)",
         flush=True,
     )
-    runs = [("fast_retrain (default)", model, "fast_retrain", {})]
+    full = {"match_fit": False}
+    runs = [
+        ("fast_retrain (default, fit-matched)", model, "fast_retrain", {}),
+        ("fast_retrain, full budget", model, "fast_retrain", full),
+    ]
     runs += [
-        (f"fast_retrain {e} epochs", model, "fast_retrain", {"max_epochs": e}) for e in args.epochs
+        (f"fast_retrain {e} epochs", model, "fast_retrain", {"max_epochs": e, **full})
+        for e in args.epochs
     ]
     runs += [(m, model, m, {}) for m in args.methods]
     if args.no_default_runs:
@@ -96,10 +125,12 @@ def main() -> None:
             f"fast_retrain {e} epochs, KL warm-up",
             model,
             "fast_retrain",
-            {"max_epochs": e, "kl_warmup": True},
+            {"max_epochs": e, "kl_warmup": True, **full},
         )
         for e in args.warmup_epochs
     ]
+    if args.fit_variants:
+        runs += [(f"fit-matched, {k}", model, "fast_retrain", v) for k, v in FIT_VARIANTS.items()]
     run_grid(su, adata, model, runs, args, t0, sets=sets)
 
 

@@ -131,7 +131,8 @@ def default_budget(method, original_epochs: int) -> int:
 
     params = inspect.signature(method).parameters
     fraction, floor = params["epoch_fraction"].default, params["min_epochs"].default
-    return fast_budget(original_epochs, fraction, floor)
+    capped = method.__name__ == "fast_retrain"  # never more epochs than the original
+    return fast_budget(original_epochs, fraction, floor, at_most_original=capped)
 
 
 def run_worker(folder: Path, method: str, threads: int) -> dict:

@@ -151,6 +151,29 @@ def test_check_without_validation_cells_says_it_is_not_independent(fresh_train, 
     assert np.isfinite(checks["relative_drop"])
 
 
+def test_fast_retrain_match_fit_without_validation_cells_trains_its_budget(
+    fresh_train, forget_names
+):
+    """Without a validation split there is no unseen fit to match: a warning that says so,
+    and the full budget."""
+    from scvi_unlearn._seeding import isolated_seed
+
+    with isolated_seed(0):
+        model = su.SCVI(fresh_train, n_latent=5, n_hidden=32)
+        model.train(max_epochs=3, train_size=1.0, **QUIET)
+    with pytest.warns(UserWarning, match="no unseen fit to match"):
+        new = model.unlearn(
+            forget_names,
+            method="fast_retrain",
+            match_fit=True,
+            max_epochs=3,
+            on_degradation="auto",
+            **QUIET,
+        )
+    assert len(new.history_["elbo_train"]) == 3
+    assert "epochs" not in new.unlearn_record_["budget"]
+
+
 def test_check_cells_score_held_out_cells(trained_model, forget_names, pbmc):
     """``check_cells``: the check scores cells the user holds out instead of the validation
     split; a destroyed model is still stopped."""

@@ -58,7 +58,8 @@ from scvi_unlearn.unlearn._losses import evaluation_mode, forward_per_cell
 RETAIN_TOLERANCE = 0.02
 #: fewest validation cells for the check to use them (else retain training cells are used)
 MIN_CHECK_CELLS = 16
-_MAX_CHECK_CELLS = 2048
+#: most cells the check scores (a seeded sample): it costs the same at any data size
+MAX_CHECK_CELLS = 2048
 _CHECK_DRAWS = 4
 #: default confidence of the check: it stops unless the one-sided bound of the drop at this
 #: level is within tolerance
@@ -93,6 +94,15 @@ def cell_elbos(module, manager, indices: np.ndarray, n_draws: int = _CHECK_DRAWS
 def mean_elbo(module, manager, indices: np.ndarray, n_draws: int = _CHECK_DRAWS) -> float:
     """Mean per-cell ELBO (higher is better) of ``module`` on ``indices``, seeded, eval mode."""
     return float(cell_elbos(module, manager, indices, n_draws).mean())
+
+
+def validation_cells(task) -> np.ndarray | None:
+    """The retain validation cells of ``task`` (unseen by the original and by a retrain that
+    keeps the original's train / validation roles), at most :data:`MAX_CHECK_CELLS` of them drawn
+    with a fixed seed; ``None`` when there are fewer than :data:`MIN_CHECK_CELLS`."""
+    if task.validation_indices.size < MIN_CHECK_CELLS:
+        return None
+    return sample_positions(task.validation_indices, MAX_CHECK_CELLS, seed=0)
 
 
 def non_finite_parameters(module) -> list[str]:
@@ -156,14 +166,13 @@ def check_unlearned_model(
             manager = task.original.get_anndata_manager(sub, required=True)
             cells, which = np.arange(sub.n_obs), f"check_cells ({sub.n_obs} cells, unseen by both)"
             independent = True
-        elif task.validation_indices.size >= MIN_CHECK_CELLS:
-            cells, which = task.validation_indices, "retain validation cells (unseen by both)"
-            independent = True
+        elif (cells := validation_cells(task)) is not None:
+            which, independent = "retain validation cells (unseen by both)", True
         else:  # no validation split: cells the method may have fit, an optimistic fallback
             cells, which = task.train_indices, "retain training cells (no validation split)"
             independent = False
         # a fixed-size sample: the check costs the same at 1k and at 1M cells
-        cells = sample_positions(cells, _MAX_CHECK_CELLS, seed=0)
+        cells = sample_positions(cells, MAX_CHECK_CELLS, seed=0)
         base = cell_elbos(teacher, manager, cells)
         after = cell_elbos(model.module, manager, cells)
     original, new = float(base.mean()), float(after.mean())

@@ -1,0 +1,51 @@
+"""``fast_retrain`` with and without fit-matched stopping: per-cell verdict across originals.
+
+``fast_retrain(match_fit=True)`` stops its fast schedule at the first epoch whose mean ELBO on
+the retain validation cells (unseen by the original and by the retrain) reaches the original's,
+instead of always training its budget (``ceil(0.15 x E)`` epochs).  This script judges both on
+pbmc68k (30% held out, scVI ``n_latent=10`` trained ``--original-epochs`` epochs, seed 0; its
+retrains replay that recipe) on every forget set of ``equivalence_power.py``: the three the
+budget was chosen on (CD56+ NK, CD14+ Monocyte, random 50) and the two held back (CD56+ NK
+subset of 10, CD8+ Cytotoxic T).  Each run (seeds 0 .. ``--seeds`` - 1) is judged by
+:func:`scvi_unlearn.attack.equivalence_test` against 5 retrains (seeds 0-4) cached in
+``--cache`` (:func:`verdict_grid.run_grid`; one cache folder per original).  The 5,000-cell
+counterpart is ``scale_verdict.py --match-fit``.
+
+    python benchmarks/fit_match_verdict.py --threads 1 --cache .equivalence_refs
+    python benchmarks/fit_match_verdict.py --threads 1 --cache .equivalence_refs_400 \\
+        --original-epochs 400
+    python benchmarks/fit_match_verdict.py --threads 1 --cache .equivalence_refs_60 \\
+        --original-epochs 60
+"""
+
+from __future__ import annotations
+
+import time
+
+from equivalence_power import forget_sets, setting
+from verdict_grid import grid_parser, run_grid
+
+
+def main() -> None:
+    parser = grid_parser(__doc__.splitlines()[0], baselines=())
+    parser.add_argument("--original-epochs", type=int, default=200)
+    parser.set_defaults(sets=None)  # every set of equivalence_power.forget_sets
+    args = parser.parse_args()
+    t0 = time.perf_counter()
+    su, adata, model = setting(args.cache, args.threads, args.original_epochs)
+    recorded = model.train_recipe_["max_epochs"]
+    if recorded != args.original_epochs:
+        raise SystemExit(
+            f"{args.cache}/original was trained {recorded} epochs, not --original-epochs "
+            f"{args.original_epochs}: give each original its own --cache."
+        )
+    args.sets = args.sets or list(forget_sets(su, adata))
+    runs = [
+        ("fast_retrain, fit-matched", model, "fast_retrain", {"match_fit": True}),
+        ("fast_retrain, full budget", model, "fast_retrain", {"match_fit": False}),
+    ]
+    run_grid(su, adata, model, runs, args, t0)
+
+
+if __name__ == "__main__":
+    main()
