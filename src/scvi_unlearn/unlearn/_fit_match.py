@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 from lightning.pytorch.callbacks import Callback
 
-from scvi_unlearn.unlearn._guard import mean_elbo, validation_cells
+from scvi_unlearn.unlearn._guard import mean_elbo, original_validation_scores
 
 
 class FitMatchStopping(Callback):
@@ -59,8 +59,8 @@ class FitMatchStopping(Callback):
 def fit_match_callback(task) -> FitMatchStopping | None:
     """A :class:`FitMatchStopping` whose target is the original's mean ELBO on the retain
     validation cells of ``task``; ``None`` without a validation split."""
-    cells = validation_cells(task)
-    if cells is None:
+    scored = original_validation_scores(task)
+    if scored is None:
         return None
-    target = mean_elbo(task.teacher_module, task.adata_manager, cells)
-    return FitMatchStopping(task.adata_manager, cells, target)
+    cells, scores = scored
+    return FitMatchStopping(task.adata_manager, cells, float(scores.mean()))

@@ -105,6 +105,20 @@ def validation_cells(task) -> np.ndarray | None:
     return sample_positions(task.validation_indices, MAX_CHECK_CELLS, seed=0)
 
 
+def original_validation_scores(task) -> tuple[np.ndarray, np.ndarray] | None:
+    """``(cells, scores)``: :func:`validation_cells` and the original's per-cell ELBO on them
+    (:func:`cell_elbos`), computed once per request and kept in ``task.teacher_scores`` (the
+    fit-matching target and the retain check score the same cells with the same draws);
+    ``None`` without enough validation cells."""
+    if "validation" not in task.teacher_scores:
+        cells = validation_cells(task)
+        if cells is None:
+            return None
+        scores = cell_elbos(task.teacher_module, task.adata_manager, cells)
+        task.teacher_scores["validation"] = (cells, scores)
+    return task.teacher_scores["validation"]
+
+
 def non_finite_parameters(module) -> list[str]:
     """Names of floating-point parameters / buffers of ``module`` containing NaN or inf."""
     return [
@@ -164,16 +178,17 @@ def check_unlearned_model(
         if check_cells is not None:
             sub = stack.enter_context(evaluation_adata(task.original, check_cells))
             manager = task.original.get_anndata_manager(sub, required=True)
-            cells, which = np.arange(sub.n_obs), f"check_cells ({sub.n_obs} cells, unseen by both)"
-            independent = True
-        elif (cells := validation_cells(task)) is not None:
+            # a fixed-size sample (as validation_cells'): the same cost at 1k and at 1M cells
+            cells = sample_positions(np.arange(sub.n_obs), MAX_CHECK_CELLS, seed=0)
+            which = f"check_cells ({sub.n_obs} cells, unseen by both)"
+            base, independent = cell_elbos(teacher, manager, cells), True
+        elif (scored := original_validation_scores(task)) is not None:
+            cells, base = scored
             which, independent = "retain validation cells (unseen by both)", True
         else:  # no validation split: cells the method may have fit, an optimistic fallback
-            cells, which = task.train_indices, "retain training cells (no validation split)"
-            independent = False
-        # a fixed-size sample: the check costs the same at 1k and at 1M cells
-        cells = sample_positions(cells, MAX_CHECK_CELLS, seed=0)
-        base = cell_elbos(teacher, manager, cells)
+            cells = sample_positions(task.train_indices, MAX_CHECK_CELLS, seed=0)
+            which = "retain training cells (no validation split)"
+            base, independent = cell_elbos(teacher, manager, cells), False
         after = cell_elbos(model.module, manager, cells)
     original, new = float(base.mean()), float(after.mean())
     drop = (original - new) / abs(original)

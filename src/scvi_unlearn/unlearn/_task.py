@@ -47,6 +47,10 @@ class UnlearningTask:
         The retain sample sizes the method used (saved in ``unlearn_record_["budget"]``):
         ``retain_cells_per_epoch`` (:meth:`datamodule`) and ``retain_cells_importance``
         (:meth:`retain_sample_positions`).
+    teacher_scores
+        Per-cell ELBOs of the original, keyed by the cells they score, computed once per
+        request (:func:`~scvi_unlearn.unlearn._guard.original_validation_scores`: the
+        fit-matching target and the retain check share them).
     """
 
     def __init__(
@@ -69,6 +73,7 @@ class UnlearningTask:
         self.seed = int(seed)
         self.log: list[dict[str, float]] = []
         self.budget: dict[str, int] = {}
+        self.teacher_scores: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self._managers: list = []
 
     # ------------------------------------------------------------------ models
@@ -275,6 +280,7 @@ class UnlearningTask:
         self._managers.clear()
         self.__dict__.pop("forget_adata", None)
         self.__dict__.pop("teacher_module", None)
+        self.teacher_scores.clear()
 
 
 def _minimal_copy(adata: AnnData, positions: np.ndarray) -> AnnData:
