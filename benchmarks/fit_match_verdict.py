@@ -9,13 +9,17 @@ budget was chosen on (CD56+ NK, CD14+ Monocyte, random 50) and the two held back
 subset of 10, CD8+ Cytotoxic T).  Each run (seeds 0 .. ``--seeds`` - 1) is judged by
 :func:`scvi_unlearn.attack.equivalence_test` against 5 retrains (seeds 0-4) cached in
 ``--cache`` (:func:`verdict_grid.run_grid`; one cache folder per original).  The 5,000-cell
-counterpart is ``scale_verdict.py --match-fit``.
+counterpart is ``scale_verdict.py``.  ``--runs`` picks the variants (:data:`RUNS`; ``"kl
+original"``: fit-matched at the original's last-epoch KL weight, ``kl_weight="original"``),
+``--cd34`` adds the 9 CD34+ members of ``docs/reproduction.md``.
 
     python benchmarks/fit_match_verdict.py --threads 1 --cache .equivalence_refs
     python benchmarks/fit_match_verdict.py --threads 1 --cache .equivalence_refs_400 \\
         --original-epochs 400
     python benchmarks/fit_match_verdict.py --threads 1 --cache .equivalence_refs_60 \\
         --original-epochs 60
+    python benchmarks/fit_match_verdict.py --threads 1 --cache .equivalence_refs --cd34 \\
+        --runs fit-matched "kl original"
 """
 
 from __future__ import annotations
@@ -25,10 +29,21 @@ import time
 from equivalence_power import forget_sets, setting
 from verdict_grid import grid_parser, run_grid
 
+#: ``--runs``: label and ``fast_retrain`` arguments of each variant
+RUNS = {
+    "fit-matched": {"match_fit": True},
+    "full budget": {"match_fit": False},
+    "kl original": {"match_fit": True, "kl_weight": "original"},
+}
+
 
 def main() -> None:
     parser = grid_parser(__doc__.splitlines()[0], baselines=())
     parser.add_argument("--original-epochs", type=int, default=200)
+    parser.add_argument(
+        "--runs", nargs="*", choices=list(RUNS), default=["fit-matched", "full budget"]
+    )
+    parser.add_argument("--cd34", action="store_true", help="add the 9 CD34+ members")
     parser.set_defaults(sets=None)  # every set of equivalence_power.forget_sets
     args = parser.parse_args()
     t0 = time.perf_counter()
@@ -39,12 +54,13 @@ def main() -> None:
             f"{args.cache}/original was trained {recorded} epochs, not --original-epochs "
             f"{args.original_epochs}: give each original its own --cache."
         )
-    args.sets = args.sets or list(forget_sets(su, adata))
-    runs = [
-        ("fast_retrain, fit-matched", model, "fast_retrain", {"match_fit": True}),
-        ("fast_retrain, full budget", model, "fast_retrain", {"match_fit": False}),
-    ]
-    run_grid(su, adata, model, runs, args, t0)
+    sets = forget_sets(su, adata)
+    if args.cd34:
+        cd34 = su.data.forget_by_label(adata, "CD34+")
+        sets = {f"CD34+ ({cd34.size})": cd34, **sets}
+    args.sets = args.sets or list(sets)
+    runs = [(f"fast_retrain, {r}", model, "fast_retrain", RUNS[r]) for r in args.runs]
+    run_grid(su, adata, model, runs, args, t0, sets=sets)
 
 
 if __name__ == "__main__":

@@ -298,3 +298,37 @@ def test_fast_retrain_kl_warmup(trained_model, forget_names):
     assert not same_state(module_state(warm), module_state(plain))
     with pytest.raises(ValueError, match="kl_warmup"):
         trained_model.unlearn(forget_names, method="fast_retrain", kl_warmup="yes", **QUIET)
+
+
+def test_original_kl_weight_follows_the_recorded_warmup():
+    """The original's last-epoch KL weight from its recipe: scvi-tools' default warm-up over
+    400 epochs (epoch ``E - 1`` of it), a recorded warm-up or maximum, no warm-up; a step-based
+    warm-up is refused."""
+    from scvi_unlearn.unlearn._fast_retrain import original_kl_weight
+
+    assert original_kl_weight({"max_epochs": 200, "plan_kwargs": None}) == pytest.approx(0.4975)
+    assert original_kl_weight({"max_epochs": 400}) == pytest.approx(0.9975)
+    assert original_kl_weight({"max_epochs": 401}) == 1.0
+    assert original_kl_weight({"max_epochs": 61}) == pytest.approx(0.15)
+    warm = {"n_epochs_kl_warmup": 20, "max_kl_weight": 0.5}
+    assert original_kl_weight({"max_epochs": 11, "plan_kwargs": warm}) == pytest.approx(0.25)
+    assert original_kl_weight({"max_epochs": 30, "plan_kwargs": warm}) == 0.5
+    none = {"n_epochs_kl_warmup": None}
+    assert original_kl_weight({"max_epochs": 5, "plan_kwargs": none}) == 1.0
+    with pytest.raises(ValueError, match="n_steps_kl_warmup"):
+        original_kl_weight({"max_epochs": 5, "plan_kwargs": {**none, "n_steps_kl_warmup": 9}})
+
+
+def test_fast_retrain_kl_weight(trained_model, forget_names):
+    """``kl_weight="original"`` trains at the original's last-epoch KL weight (30 epochs of a
+    400-epoch warm-up: 29 / 400) from the first step; a number sets it; bad values are refused
+    before any training."""
+    kw = {"seed": 0, "max_epochs": 3, "match_fit": False, **QUIET}
+    low = trained_model.unlearn(forget_names, method="fast_retrain", kl_weight="original", **kw)
+    assert np.allclose(low.history_["kl_weight"].to_numpy(), 29 / 400)
+    half = trained_model.unlearn(forget_names, method="fast_retrain", kl_weight=0.5, **kw)
+    assert np.allclose(half.history_["kl_weight"].to_numpy(), 0.5)
+    assert low.unlearn_record_["hyperparameters"]["kl_weight"] == "original"
+    for bad in (0, 1.5, "last", True):
+        with pytest.raises(ValueError, match="kl_weight"):
+            trained_model.unlearn(forget_names, method="fast_retrain", kl_weight=bad, **QUIET)

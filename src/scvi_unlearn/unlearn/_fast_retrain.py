@@ -65,6 +65,7 @@ def fast_retrain(
     schedule: str = "constant",
     batch_size: int = 128,
     kl_warmup: bool = False,
+    kl_weight: float | str = 1.0,
     match_fit: bool = True,
     accelerator: str = "auto",
     devices: Any = "auto",
@@ -165,6 +166,7 @@ def fast_retrain(
         schedule=schedule,
         batch_size=batch_size,
         kl_warmup=kl_warmup,
+        kl_weight=resolve_kl_weight(task, kl_weight),
         match_fit=match_fit,
         accelerator=accelerator,
         devices=devices,
@@ -172,6 +174,45 @@ def fast_retrain(
         **trainer_kwargs,
     )
     return model
+
+
+def original_kl_weight(recipe: dict | None) -> float:
+    """The KL weight of the original's last training epoch, from its recorded recipe.
+
+    scvi-tools' :class:`~scvi.train.TrainingPlan` warms it up linearly from ``min_kl_weight``
+    (0) to ``max_kl_weight`` (1) over ``n_epochs_kl_warmup`` (400) epochs, so a 200-epoch
+    original ends at 0.4975, a 400-epoch one at 0.9975.  A warm-up over ``n_steps_kl_warmup``
+    steps instead raises a ``ValueError`` (the steps an epoch took are not recorded).
+    """
+    recipe = recipe or {}
+    plan = dict(recipe.get("plan_kwargs") or {})
+    top, bottom = float(plan.get("max_kl_weight", 1.0)), float(plan.get("min_kl_weight", 0.0))
+    warmup = plan.get("n_epochs_kl_warmup", 400)
+    if not warmup:
+        if plan.get("n_steps_kl_warmup"):
+            raise ValueError(
+                "kl_weight='original' needs an epoch-based KL warm-up; the original warmed up "
+                "over n_steps_kl_warmup steps: pass kl_weight as a number."
+            )
+        return top
+    epochs = recipe.get("max_epochs")
+    if epochs is None or int(epochs) - 1 >= int(warmup):
+        return top
+    return bottom + (top - bottom) * (int(epochs) - 1) / int(warmup)
+
+
+def resolve_kl_weight(task, kl_weight) -> float:
+    """``kl_weight`` as a number: ``"original"`` is :func:`original_kl_weight` of the task's
+    original; a number must be in (0, 1]."""
+    if isinstance(kl_weight, str):
+        if kl_weight != "original":
+            raise ValueError(f"kl_weight must be a number or 'original', got {kl_weight!r}.")
+        return original_kl_weight(getattr(task.original, "train_recipe_", None))
+    if isinstance(kl_weight, bool) or not isinstance(kl_weight, int | float):
+        raise ValueError(f"kl_weight must be a number or 'original', got {kl_weight!r}.")
+    if not 0 < kl_weight <= 1:
+        raise ValueError(f"kl_weight must be in (0, 1], got {kl_weight}.")
+    return float(kl_weight)
 
 
 def check_fast_schedule(schedule: str, lr: float, epoch_fraction: float) -> None:
@@ -220,6 +261,7 @@ def train_fast(
     schedule: str = "constant",
     batch_size: int = 128,
     kl_warmup: bool = False,
+    kl_weight: float = 1.0,
     match_fit: bool = False,
     accelerator: str = "auto",
     devices: Any = "auto",
@@ -261,6 +303,7 @@ def train_fast(
         "lr": lr,
         "n_epochs_kl_warmup": max_epochs if kl_warmup else None,
         "n_steps_kl_warmup": None,
+        "max_kl_weight": kl_weight,
     }
     if schedule == "cosine":
         model._training_plan_cls = CosineTrainingPlan
