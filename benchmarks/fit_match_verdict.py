@@ -10,7 +10,9 @@ subset of 10, CD8+ Cytotoxic T).  Each run (seeds 0 .. ``--seeds`` - 1) is judge
 :func:`scvi_unlearn.attack.equivalence_test` against 5 retrains (seeds 0-4) cached in
 ``--cache`` (:func:`verdict_grid.run_grid`; one cache folder per original).  The 5,000-cell
 counterpart is ``scale_verdict.py``.  ``--runs`` picks the variants (:data:`RUNS`; ``"kl
-original"``: fit-matched at the original's last-epoch KL weight, ``kl_weight="original"``),
+original"``: fit-matched at the original's last-epoch KL weight, ``kl_weight="original"``;
+``"averaged 3"`` / ``"not averaged"``: with / without the moving average of the weights over 3
+epochs, ``average_epochs``),
 ``--cd34`` adds the 9 CD34+ members of ``docs/reproduction.md``.
 
     python benchmarks/fit_match_verdict.py --threads 1 --cache .equivalence_refs
@@ -34,6 +36,8 @@ RUNS = {
     "fit-matched": {"match_fit": True},
     "full budget": {"match_fit": False},
     "kl original": {"match_fit": True, "kl_weight": "original"},
+    "averaged 3": {"match_fit": True, "average_epochs": 3},
+    "not averaged": {"match_fit": True, "average_epochs": None},
 }
 
 

@@ -17,7 +17,8 @@ original's epochs) and with ``--epochs`` fixed budgets, and the approximate meth
 retrain's, timed in the same process.  ``--warmup-epochs`` adds ``fast_retrain`` with
 ``kl_warmup=True`` (the KL weight warmed up over the budget, as the default recipe warms it up
 over 400 epochs) at those budgets, ``--fit-variants`` the fit-matched ``fast_retrain`` with a
-lower rate or with KL warm-up (:data:`FIT_VARIANTS`).
+lower rate, with KL warm-up, with or without the moving average of its weights
+(:data:`FIT_VARIANTS`; all, or those named).
 
     python benchmarks/scale_verdict.py --threads 1 --cache /tmp/scale_refs
     python benchmarks/scale_verdict.py --threads 1 --cache /tmp/scale_refs \\
@@ -38,12 +39,15 @@ from pathlib import Path
 from scaling import quiet
 from verdict_grid import grid_parser, run_grid
 
-#: ``--fit-variants``: the fit-matched (default) ``fast_retrain`` with another rate or warm-up
+#: ``--fit-variants``: the fit-matched (default) ``fast_retrain`` with another rate, warm-up or
+#: weight averaging
 FIT_VARIANTS = {
     "lr 6e-3": {"lr": 6e-3},
     "lr 3e-3, cap 120": {"lr": 3e-3, "max_epochs": 120},
     "KL warm-up over 60": {"kl_warmup": True},
     "KL warm-up over 30": {"kl_warmup": True, "max_epochs": 30},
+    "averaged over 3 epochs": {"average_epochs": 3},
+    "not averaged": {"average_epochs": None},
 }
 
 
@@ -84,8 +88,10 @@ def main() -> None:
     )
     parser.add_argument(
         "--fit-variants",
-        action="store_true",
-        help="also the fit-matched fast_retrain at lr 6e-3 and 3e-3 and with KL warm-up",
+        nargs="*",
+        choices=list(FIT_VARIANTS),
+        default=None,
+        help="also the fit-matched fast_retrain with these variants (all without a name)",
     )
     parser.add_argument(
         "--no-default-runs",
@@ -129,8 +135,9 @@ def main() -> None:
         )
         for e in args.warmup_epochs
     ]
-    if args.fit_variants:
-        runs += [(f"fit-matched, {k}", model, "fast_retrain", v) for k, v in FIT_VARIANTS.items()]
+    if args.fit_variants is not None:
+        names = args.fit_variants or list(FIT_VARIANTS)
+        runs += [(f"fit-matched, {k}", model, "fast_retrain", FIT_VARIANTS[k]) for k in names]
     run_grid(su, adata, model, runs, args, t0, sets=sets)
 
 

@@ -300,6 +300,32 @@ def test_fast_retrain_kl_warmup(trained_model, forget_names):
         trained_model.unlearn(forget_names, method="fast_retrain", kl_warmup="yes", **QUIET)
 
 
+def test_fast_retrain_average_epochs(trained_model, forget_names):
+    """``average_epochs`` returns the exponential moving average of the weights: with a
+    vanishing time constant it is the last step's weights (bit-identical to no averaging), with
+    a huge one the first step's (a 1-step run, to 1e-6), in between neither; bad values are
+    refused."""
+    kw = {"seed": 0, "max_epochs": 3, "match_fit": False, "on_degradation": "warn", **QUIET}
+    fast = "fast_retrain"
+    plain = trained_model.unlearn(forget_names, method=fast, average_epochs=None, **kw)
+    last = trained_model.unlearn(forget_names, method=fast, average_epochs=1e-9, **kw)
+    first = trained_model.unlearn(forget_names, method=fast, average_epochs=1e9, **kw)
+    mid = trained_model.unlearn(forget_names, method=fast, average_epochs=1, **kw)
+    one_step = trained_model.unlearn(
+        forget_names, method=fast, average_epochs=None, max_steps=1, **kw
+    )
+    assert same_state(module_state(last), module_state(plain))
+    a, b = module_state(first), module_state(one_step)
+    floats = [k for k in a if a[k].is_floating_point()]  # counters are not averaged
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in floats)
+    assert not same_state(module_state(mid), module_state(plain))
+    assert not same_state(module_state(mid), module_state(one_step))
+    assert mid.unlearn_record_["hyperparameters"]["average_epochs"] == 1
+    for bad in (0, -1.0, float("nan"), "3", True):
+        with pytest.raises(ValueError, match="average_epochs"):
+            trained_model.unlearn(forget_names, method=fast, average_epochs=bad, **QUIET)
+
+
 def test_original_kl_weight_follows_the_recorded_warmup():
     """The original's last-epoch KL weight from its recipe: scvi-tools' default warm-up over
     400 epochs (epoch ``E - 1`` of it), a recorded warm-up or maximum, no warm-up; a step-based

@@ -32,6 +32,9 @@ class FitMatchStopping(Callback):
         Positions of the cells scored after every training epoch.
     target
         Mean ELBO (higher is better) at which training stops.
+    averaging
+        An :class:`~scvi_unlearn.unlearn._averaging.ExponentialAveraging` of the same training:
+        its averaged module (what training returns) is scored instead of the current weights.
 
     Attributes
     ----------
@@ -41,26 +44,29 @@ class FitMatchStopping(Callback):
         Epochs trained when the target was reached, ``None`` if it was not.
     """
 
-    def __init__(self, manager, cells: np.ndarray, target: float):
+    def __init__(self, manager, cells: np.ndarray, target: float, averaging=None):
         self.manager = manager
         self.cells = np.asarray(cells, dtype=int)
         self.target = float(target)
+        self.averaging = averaging
         self.trace: list[float] = []
         self.stopped_epoch: int | None = None
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
-        value = mean_elbo(pl_module.module, self.manager, self.cells)
+        module = pl_module.module if self.averaging is None else self.averaging.module
+        value = mean_elbo(module, self.manager, self.cells)
         self.trace.append(value)
         if self.stopped_epoch is None and value >= self.target:
             self.stopped_epoch = len(self.trace)
             trainer.should_stop = True
 
 
-def fit_match_callback(task) -> FitMatchStopping | None:
+def fit_match_callback(task, averaging=None) -> FitMatchStopping | None:
     """A :class:`FitMatchStopping` whose target is the original's mean ELBO on the retain
-    validation cells of ``task``; ``None`` without a validation split."""
+    validation cells of ``task`` (scoring ``averaging``'s module when given); ``None`` without
+    a validation split."""
     scored = original_validation_scores(task)
     if scored is None:
         return None
     cells, scores = scored
-    return FitMatchStopping(task.adata_manager, cells, float(scores.mean()))
+    return FitMatchStopping(task.adata_manager, cells, float(scores.mean()), averaging)
