@@ -43,7 +43,7 @@ CANDIDATES = (
     (
         "fast_retrain (30 epochs, the full budget; the default before fit matching)",
         "fast_retrain",
-        {"match_fit": False},
+        {"match_fit": False, "average_epochs": None},
         (0, 1, 2),
     ),
 )
