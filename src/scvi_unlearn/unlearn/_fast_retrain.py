@@ -135,17 +135,17 @@ def fast_retrain(
         on retain cells, which decides when training stops.
     average_epochs
         Time constant, in epochs, of an exponential moving average of the weights (Polyak
-        averaging, :class:`~scvi_unlearn.unlearn._averaging.ExponentialAveraging`), updated
-        after every step; fit matching scores the average and the average is returned.
-        ``None``: the last weights.  Default 3: at a high constant learning rate the weights
-        jitter, so the epoch where the fit is matched overshoots the original's fit and varies
-        from seed to seed more than default-recipe retrains do.  Measured (seeds 0-2, passed,
-        averaged vs not): 10,000 simulated cells, random 50, 3/3 vs 1/3 (same-type held-out
-        check 3/3 vs 1/3; 10 vs 8 epochs); pbmc68k, 6 forget sets, originals of 200 epochs
-        11/18 vs 10/18, of 60 epochs 5/18 vs 5/18, of 400 epochs 11/18 vs 11/18; never fewer
-        (``benchmarks/fit_match_verdict.py --cd34 --runs fit-matched "averaged 3"``,
-        ``benchmarks/scale_verdict.py --fit-variants``; docs/fast_unlearning.md, "Averaging
-        the weights").
+        averaging, :class:`~scvi_unlearn.unlearn._averaging.ExponentialAveraging`), updated after
+        every step; fit matching scores the average and the average is returned (the losses in
+        ``history_`` are those of the current weights).  ``None``: the last weights.  Default 3: at
+        a high constant learning rate the weights jitter, so the epoch where the fit is matched
+        overshoots the original's fit and varies from seed to seed more than default-recipe
+        retrains do.  Measured (seeds 0-2, passed, averaged vs not): 10,000 simulated cells, random
+        50, 3/3 vs 1/3 (same-type held-out check 3/3 vs 1/3; 10 vs 8 epochs); pbmc68k, 6 forget
+        sets, originals of 200 epochs 11/18 vs 10/18, of 60 epochs 5/18 vs 5/18, of 400 epochs
+        11/18 vs 11/18; never fewer (``benchmarks/fit_match_verdict.py --cd34 --runs fit-matched
+        "averaged 3"``, ``benchmarks/scale_verdict.py --fit-variants``; docs/fast_unlearning.md,
+        "Averaging the weights").
     accelerator, devices, enable_progress_bar, **trainer_kwargs
         As in :meth:`scvi.model.SCVI.train` (e.g. ``strategy`` for several devices).
 
