@@ -15,17 +15,15 @@ import math
 from lightning.pytorch.callbacks import Callback
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
+from scvi_unlearn.unlearn._arguments import number_argument
+
 
 def check_average_epochs(average_epochs) -> float | None:
-    """``average_epochs`` as a float (``None``: no averaging); a clear error unless > 0."""
+    """``average_epochs`` as a float (``None``: no averaging); a clear error unless > 0
+    (:func:`~scvi_unlearn.unlearn._arguments.number_argument`)."""
     if average_epochs is None:
         return None
-    ok = isinstance(average_epochs, int | float) and not isinstance(average_epochs, bool)
-    if not ok or not math.isfinite(average_epochs) or average_epochs <= 0:
-        raise ValueError(
-            f"average_epochs must be a number > 0 or None (no averaging), got {average_epochs!r}."
-        )
-    return float(average_epochs)
+    return number_argument("average_epochs", average_epochs, positive=True)
 
 
 class ExponentialAveraging(Callback):
