@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from equivalence_power import forget_sets, markdown, verdict_columns
+from equivalence_power import FULL_BUDGET, forget_sets, markdown, verdict_columns
 
 SET = "CD56+ NK (22)"
 LABEL = "CD56+ NK"
@@ -43,7 +43,7 @@ CANDIDATES = (
     (
         "fast_retrain (30 epochs, the full budget; the default before fit matching)",
         "fast_retrain",
-        {"match_fit": False, "average_epochs": None},
+        FULL_BUDGET,
         (0, 1, 2),
     ),
 )

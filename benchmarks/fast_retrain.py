@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from equivalence_power import forget_sets, markdown, setting, verdict_columns
+from equivalence_power import FULL_BUDGET, forget_sets, markdown, setting, verdict_columns
 
 CONFIGS = {
     "default (fit-matched on the weights averaged over 3 epochs, at most 30 epochs)": {
@@ -60,7 +60,7 @@ def main() -> None:
         for name, kwargs in configs.items():
             # a fixed budget and no weight averaging unless the config says (the schedule study
             # predates both)
-            kwargs = {"match_fit": False, "average_epochs": None, **kwargs}
+            kwargs = {**FULL_BUDGET, **kwargs}
             jobs = [su.unlearn.UnlearningJob("fast_retrain", s, kwargs) for s in range(3)]
             for job, (new, wall) in zip(jobs, su.unlearn.run_jobs(model, forget, jobs)):
                 rep = su.attack.equivalence_test(new, refs, forget, adata=adata, cache=score_cache)

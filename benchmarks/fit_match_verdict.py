@@ -28,14 +28,14 @@ from __future__ import annotations
 
 import time
 
-from equivalence_power import forget_sets, setting
+from equivalence_power import FULL_BUDGET, forget_sets, setting
 from verdict_grid import grid_parser, run_grid
 
 #: ``--runs``: label and ``fast_retrain`` arguments of each variant; all but "averaged 3" without
 #: the moving average of the weights, as they were measured before it became the default
 RUNS = {
     "fit-matched": {"match_fit": True, "average_epochs": None},
-    "full budget": {"match_fit": False, "average_epochs": None},
+    "full budget": FULL_BUDGET,
     "kl original": {"match_fit": True, "kl_weight": "original", "average_epochs": None},
     "averaged 3": {"match_fit": True, "average_epochs": 3},
 }

@@ -51,7 +51,7 @@ def main() -> None:
 
     import numpy as np
     import pandas as pd
-    from equivalence_power import markdown
+    from equivalence_power import FULL_BUDGET, markdown
     from scaling import quiet, simulated_members
 
     import scvi_unlearn as su
@@ -102,7 +102,7 @@ def main() -> None:
 
     retain_train = int(np.isin(train.obs_names[model.train_indices], forget, invert=True).sum())
     if args.exact:
-        full = {"match_fit": False, "average_epochs": None}  # as measured
+        full = FULL_BUDGET
         run("fast_retrain (full budget)", "fast_retrain", "all", **full)
     for method in args.methods:
         for sample in (args.sample, "all"):

@@ -36,6 +36,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from equivalence_power import FULL_BUDGET
 from scaling import quiet
 from verdict_grid import grid_parser, run_grid
 
@@ -114,7 +115,7 @@ def main() -> None:
         f"{recipe} epochs; sets {', '.join(args.sets)} ({time.perf_counter() - t0:.0f} s)",
         flush=True,
     )
-    full = {"match_fit": False, "average_epochs": None}  # as measured before averaging
+    full = FULL_BUDGET
     runs = [
         ("fast_retrain (default, fit-matched)", model, "fast_retrain", {}),
         ("fast_retrain, full budget", model, "fast_retrain", full),
