@@ -19,6 +19,7 @@ from typing import Any
 from scvi.train import TrainingPlan
 from torch.optim.lr_scheduler import CosineAnnealingLR
 
+from scvi_unlearn.unlearn._arguments import number_argument
 from scvi_unlearn.unlearn._averaging import ExponentialAveraging, check_average_epochs
 from scvi_unlearn.unlearn._datamodule import MIN_LAST_BATCH
 from scvi_unlearn.unlearn._fit_match import fit_match_callback
@@ -236,11 +237,10 @@ def resolve_kl_weight(task, kl_weight) -> float:
         if kl_weight != "original":
             raise ValueError(f"kl_weight must be a number or 'original', got {kl_weight!r}.")
         return original_kl_weight(getattr(task.original, "train_recipe_", None))
-    if isinstance(kl_weight, bool) or not isinstance(kl_weight, int | float):
-        raise ValueError(f"kl_weight must be a number or 'original', got {kl_weight!r}.")
-    if not 0 < kl_weight <= 1:
-        raise ValueError(f"kl_weight must be in (0, 1], got {kl_weight}.")
-    return float(kl_weight)
+    weight = number_argument("kl_weight", kl_weight, positive=True)
+    if weight > 1:
+        raise ValueError(f"kl_weight must be in (0, 1], got {kl_weight!r}.")
+    return weight
 
 
 def check_fast_schedule(schedule: str, lr: float, epoch_fraction: float) -> None:
