@@ -99,8 +99,20 @@ def verdict_columns(rep, wall: float, full_time: float, new=None) -> dict:
     return row
 
 
-def forget_sets(su, adata):
-    return {
+def reference_folder(cache, set_name: str) -> Path:
+    """The folder of a forget set's cached retrains: ``cache`` / the set's name before " (",
+    with "+" as "p" and spaces as "_" (``"CD56+ NK (22)"`` -> ``CD56p_NK``)."""
+    return Path(cache) / set_name.split(" (")[0].replace("+", "p").replace(" ", "_")
+
+
+def forget_sets(su, adata, *, cd34: bool = False):
+    """The forget sets of the pbmc68k benchmarks, by name; with ``cd34``, first the 9 CD34+
+    members of ``docs/reproduction.md``."""
+    sets = {}
+    if cd34:
+        members = su.data.forget_by_label(adata, "CD34+")
+        sets[f"CD34+ ({members.size})"] = members
+    return sets | {
         "CD56+ NK (22)": su.data.forget_by_label(adata, "CD56+ NK"),
         "CD14+ Monocyte (90)": su.data.forget_by_label(adata, "CD14+ Monocyte"),
         "CD56+ NK subset (10)": su.data.forget_label_subset(adata, "CD56+ NK", 10, seed=0),
@@ -128,7 +140,7 @@ def main() -> None:
     for set_name, forget in forget_sets(su, adata).items():
         if args.sets and set_name not in args.sets:
             continue
-        folder = Path(args.cache) / set_name.split(" (")[0].replace("+", "p").replace(" ", "_")
+        folder = reference_folder(args.cache, set_name)
         retrains = su.attack.train_references(model, forget, range(args.retrains), folder=folder)
         candidates = {"original": model}
         runs = su.unlearn.run_jobs(

@@ -14,11 +14,17 @@ package's Lightning machinery and measured in this process.
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from equivalence_power import FULL_BUDGET, forget_sets, markdown, setting, verdict_columns
+from equivalence_power import (
+    FULL_BUDGET,
+    forget_sets,
+    markdown,
+    reference_folder,
+    setting,
+    verdict_columns,
+)
 
 CONFIGS = {
     "default (fit-matched on the weights averaged over 3 epochs, at most 30 epochs)": {
@@ -51,7 +57,7 @@ def main() -> None:
     for set_name, forget in forget_sets(su, adata).items():
         if set_name not in SETS:
             continue
-        folder = Path(args.cache) / set_name.split(" (")[0].replace("+", "p").replace(" ", "_")
+        folder = reference_folder(args.cache, set_name)
         refs = su.attack.train_references(model, forget, range(5), folder=folder)
         score_cache = su.attack.ScoreCache(adata, n_draws=8, seed=0)
         [(_, full_time)] = su.unlearn.run_jobs(

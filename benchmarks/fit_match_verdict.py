@@ -58,10 +58,7 @@ def main() -> None:
             f"{args.cache}/original was trained {recorded} epochs, not --original-epochs "
             f"{args.original_epochs}: give each original its own --cache."
         )
-    sets = forget_sets(su, adata)
-    if args.cd34:
-        cd34 = su.data.forget_by_label(adata, "CD34+")
-        sets = {f"CD34+ ({cd34.size})": cd34, **sets}
+    sets = forget_sets(su, adata, cd34=args.cd34)
     args.sets = args.sets or list(sets)
     runs = [(f"fast_retrain, {r}", model, "fast_retrain", RUNS[r]) for r in args.runs]
     run_grid(su, adata, model, runs, args, t0, sets=sets)

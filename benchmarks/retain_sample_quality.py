@@ -102,8 +102,7 @@ def main() -> None:
 
     retain_train = int(np.isin(train.obs_names[model.train_indices], forget, invert=True).sum())
     if args.exact:
-        full = FULL_BUDGET
-        run("fast_retrain (full budget)", "fast_retrain", "all", **full)
+        run("fast_retrain (full budget)", "fast_retrain", "all", **FULL_BUDGET)
     for method in args.methods:
         for sample in (args.sample, "all"):
             run(method, method, sample, retain_sample=sample)
@@ -115,7 +114,7 @@ def main() -> None:
                 "fast_retrain",
                 "all",
                 max_epochs=equal,
-                **full,  # the given epochs, not fewer: equal cost
+                **FULL_BUDGET,  # the given epochs, not fewer: equal cost
             )
     table = pd.DataFrame(rows)
     table["forget advantage"] = table["forget"] - table["same"]

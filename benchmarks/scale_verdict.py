@@ -115,13 +115,12 @@ def main() -> None:
         f"{recipe} epochs; sets {', '.join(args.sets)} ({time.perf_counter() - t0:.0f} s)",
         flush=True,
     )
-    full = FULL_BUDGET
     runs = [
         ("fast_retrain (default, fit-matched)", model, "fast_retrain", {}),
-        ("fast_retrain, full budget", model, "fast_retrain", full),
+        ("fast_retrain, full budget", model, "fast_retrain", FULL_BUDGET),
     ]
     runs += [
-        (f"fast_retrain {e} epochs", model, "fast_retrain", {"max_epochs": e, **full})
+        (f"fast_retrain {e} epochs", model, "fast_retrain", {"max_epochs": e, **FULL_BUDGET})
         for e in args.epochs
     ]
     runs += [(m, model, m, {}) for m in args.methods]
@@ -132,7 +131,7 @@ def main() -> None:
             f"fast_retrain {e} epochs, KL warm-up",
             model,
             "fast_retrain",
-            {"max_epochs": e, "kl_warmup": True, **full},
+            {"max_epochs": e, "kl_warmup": True, **FULL_BUDGET},
         )
         for e in args.warmup_epochs
     ]

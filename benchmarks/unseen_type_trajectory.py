@@ -21,11 +21,10 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from equivalence_power import forget_sets, markdown, setting
+from equivalence_power import forget_sets, markdown, reference_folder, setting
 from lightning.pytorch.callbacks import Callback
 
 GROUPS = ("forget", "train", "validation", "same type", "other types")
@@ -131,15 +130,13 @@ def main() -> None:
 
     t0 = time.perf_counter()
     su, adata, model = setting(args.cache, args.threads, args.original_epochs)
-    sets = forget_sets(su, adata)
-    cd34 = su.data.forget_by_label(adata, "CD34+")
-    sets[f"CD34+ ({cd34.size})"] = cd34
+    sets = forget_sets(su, adata, cd34=True)
     options = {"max_epochs": args.epochs, "match_fit": False, **json.loads(args.options)}
     traces = []
     for name in args.sets:
         forget = sets[name]
         score = group_scorer(su, adata, model, forget)
-        folder = Path(args.cache) / name.split(" (")[0].replace("+", "p").replace(" ", "_")
+        folder = reference_folder(args.cache, name)
         retrains = su.attack.train_references(model, forget, range(5), folder=folder)
         refs = pd.DataFrame([score(r.module) for r in retrains])
         trace = GroupTrace(score)

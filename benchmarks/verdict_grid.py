@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 
 import pandas as pd
-from equivalence_power import forget_sets, markdown, verdict_columns
+from equivalence_power import forget_sets, markdown, reference_folder, verdict_columns
 
 SETS = ("CD56+ NK (22)", "CD14+ Monocyte (90)")
 
@@ -54,7 +53,7 @@ def run_grid(su, adata, model, runs, args, t0: float, sets=None, on_report=None)
     rows = []
     for set_name in args.sets:
         forget = sets[set_name]
-        folder = Path(args.cache) / set_name.split(" (")[0].replace("+", "p").replace(" ", "_")
+        folder = reference_folder(args.cache, set_name)
         refs = su.attack.train_references(model, forget, range(5), folder=folder)
         score_cache = su.attack.ScoreCache(adata, n_draws=8, seed=0)
         for label, original, method, kwargs in runs:
