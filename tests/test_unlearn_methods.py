@@ -4,14 +4,17 @@ reproducible, round-trips its record, and moves the forget ELBO in the documente
 from __future__ import annotations
 
 import copy
+import math
 
 import numpy as np
 import pytest
 import torch
+from lightning.pytorch.callbacks import Callback
 
 import scvi_unlearn as su
 from conftest import forget_advantage, module_state, same_state
 from scvi_unlearn.metrics import per_cell_elbo
+from scvi_unlearn.unlearn._averaging import ExponentialAveraging
 
 QUIET = {"enable_progress_bar": False}
 
@@ -324,6 +327,41 @@ def test_fast_retrain_average_epochs(trained_model, forget_names):
     for bad in (0, -1.0, float("nan"), "3", True):
         with pytest.raises(ValueError, match="average_epochs"):
             trained_model.unlearn(forget_names, method=fast, average_epochs=bad, **QUIET)
+
+
+class _StepCounter(Callback):
+    """Counts the optimizer steps of the first epoch; keeps the averaging callback's decay."""
+
+    def __init__(self):
+        self.steps, self.decay = 0, None
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.steps += trainer.current_epoch == 0
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        [averaging] = [c for c in trainer.callbacks if isinstance(c, ExponentialAveraging)]
+        self.decay = averaging.decay
+
+
+def test_average_time_constant_is_in_epochs_of_steps_taken(trained_model, forget_names):
+    """The average's decay is ``exp(-1 / (average_epochs * steps))`` with the steps an epoch
+    actually took: ceil(n / batch) for the default batch, n // batch when a 1-cell last batch
+    is dropped (it would break BatchNorm)."""
+    train = trained_model.adata.obs_names[trained_model.train_indices]
+    n_train = int((~train.isin(forget_names)).sum())
+    kw = {"seed": 0, "max_epochs": 2, "match_fit": False, "on_degradation": "warn", **QUIET}
+    for batch_size, steps in ((128, -(-n_train // 128)), (n_train // 2, 2), (n_train - 1, 1)):
+        counter = _StepCounter()
+        trained_model.unlearn(
+            forget_names,
+            method="fast_retrain",
+            average_epochs=2.5,
+            batch_size=batch_size,
+            callbacks=[counter],
+            **kw,
+        )
+        assert counter.steps == steps
+        assert counter.decay == pytest.approx(math.exp(-1 / (2.5 * steps)), rel=1e-12)
 
 
 def test_original_kl_weight_follows_the_recorded_warmup():

@@ -29,25 +29,27 @@ def check_average_epochs(average_epochs) -> float | None:
 class ExponentialAveraging(Callback):
     """Keep an exponential moving average of the scVI module's weights and buffers, updated
     after every optimizer step with the decay ``exp(-1 / (average_epochs * steps_per_epoch))``
-    (a time constant of ``average_epochs`` epochs), and load it into the module when training
-    ends (integer buffers, BatchNorm's batch counters, keep their trained values).
+    (a time constant of ``average_epochs`` epochs; ``steps_per_epoch`` is the trainer's count
+    of training batches, known when training starts), and load it into the module when
+    training ends (integer buffers, BatchNorm's batch counters, keep their trained values).
 
     Parameters
     ----------
     average_epochs
         Time constant of the average, in epochs.
-    steps_per_epoch
-        Optimizer steps an epoch.
 
     Attributes
     ----------
     module
         The averaged module (``None`` before training starts): what training returns, so what
         :class:`~scvi_unlearn.unlearn._fit_match.FitMatchStopping` scores.
+    decay
+        The per-step decay (``None`` before training starts).
     """
 
-    def __init__(self, average_epochs: float, steps_per_epoch: int):
-        self.decay = math.exp(-1.0 / (float(average_epochs) * max(1, int(steps_per_epoch))))
+    def __init__(self, average_epochs: float):
+        self.average_epochs = float(average_epochs)
+        self.decay: float | None = None
         self._averaged: AveragedModel | None = None
 
     @property
@@ -55,6 +57,13 @@ class ExponentialAveraging(Callback):
         return None if self._averaged is None else self._averaged.module
 
     def on_train_start(self, trainer, pl_module) -> None:
+        steps = trainer.num_training_batches  # after drop_last and limit_train_batches
+        if not math.isfinite(steps):
+            raise ValueError(
+                "average_epochs needs a training dataloader of known length (the steps an "
+                "epoch takes set the average's time constant)."
+            )
+        self.decay = math.exp(-1.0 / (self.average_epochs * max(1, int(steps))))
         self._averaged = AveragedModel(
             pl_module.module, multi_avg_fn=get_ema_multi_avg_fn(self.decay), use_buffers=True
         )

@@ -323,9 +323,7 @@ def train_fast(
     callbacks = list(trainer_kwargs.pop("callbacks", None) or [])
     averaging = None
     if (average := check_average_epochs(average_epochs)) is not None:
-        n_train = task.train_indices.size
-        steps = n_train // batch_size if splitter.get("drop_last") else -(-n_train // batch_size)
-        averaging = ExponentialAveraging(average, steps)
+        averaging = ExponentialAveraging(average)
         callbacks.append(averaging)
     stopper = fit_match_callback(task, averaging) if match_fit else None
     if match_fit and stopper is None:
