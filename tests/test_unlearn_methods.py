@@ -366,14 +366,17 @@ def test_average_time_constant_is_in_epochs_of_steps_taken(trained_model, forget
 
 def test_original_kl_weight_follows_the_recorded_warmup():
     """The original's last-epoch KL weight from its recipe: scvi-tools' default warm-up over
-    400 epochs (epoch ``E - 1`` of it), a recorded warm-up or maximum, no warm-up; a step-based
-    warm-up is refused."""
+    400 epochs (epoch ``E - 1`` of it), a recorded warm-up, minimum or maximum, no warm-up; a
+    step-based warm-up is refused."""
     from scvi_unlearn.unlearn._fast_retrain import original_kl_weight
 
     assert original_kl_weight({"max_epochs": 200, "plan_kwargs": None}) == pytest.approx(0.4975)
     assert original_kl_weight({"max_epochs": 400}) == pytest.approx(0.9975)
     assert original_kl_weight({"max_epochs": 401}) == 1.0
     assert original_kl_weight({"max_epochs": 61}) == pytest.approx(0.15)
+    assert original_kl_weight({}) == 1.0  # no epoch count: past the warm-up
+    low = {"max_epochs": 200, "plan_kwargs": {"min_kl_weight": 0.2}}
+    assert original_kl_weight(low) == pytest.approx(0.2 + 0.8 * 199 / 400)
     warm = {"n_epochs_kl_warmup": 20, "max_kl_weight": 0.5}
     assert original_kl_weight({"max_epochs": 11, "plan_kwargs": warm}) == pytest.approx(0.25)
     assert original_kl_weight({"max_epochs": 30, "plan_kwargs": warm}) == 0.5

@@ -12,6 +12,7 @@ epochs."""
 
 from __future__ import annotations
 
+import inspect
 import math
 import warnings
 from typing import Any
@@ -209,29 +210,36 @@ def fast_retrain(
     return model
 
 
+#: the :class:`~scvi.train.TrainingPlan` arguments that set its KL weight schedule
+_KL_ARGUMENTS = ("n_epochs_kl_warmup", "n_steps_kl_warmup", "max_kl_weight", "min_kl_weight")
+
+
 def original_kl_weight(recipe: dict | None) -> float:
     """The KL weight of the original's last training epoch, from its recorded recipe.
 
     scvi-tools' :class:`~scvi.train.TrainingPlan` warms it up linearly from ``min_kl_weight``
     (0) to ``max_kl_weight`` (1) over ``n_epochs_kl_warmup`` (400) epochs, so a 200-epoch
-    original ends at 0.4975, a 400-epoch one at 0.9975.  A warm-up over ``n_steps_kl_warmup``
-    steps instead raises a ``ValueError`` (the steps an epoch took are not recorded).
+    original ends at 0.4975, a 400-epoch one at 0.9975.  The recipe's ``plan_kwargs`` are
+    completed with the plan's own defaults and the weight is scvi-tools' own warm-up function
+    at the last epoch.  A warm-up over ``n_steps_kl_warmup`` steps instead raises a
+    ``ValueError`` (the steps an epoch took are not recorded).
     """
+    from scvi.train._trainingplans import _compute_kl_weight
+
     recipe = recipe or {}
-    plan = dict(recipe.get("plan_kwargs") or {})
-    top, bottom = float(plan.get("max_kl_weight", 1.0)), float(plan.get("min_kl_weight", 0.0))
-    warmup = plan.get("n_epochs_kl_warmup", 400)
-    if not warmup:
-        if plan.get("n_steps_kl_warmup"):
-            raise ValueError(
-                "kl_weight='original' needs an epoch-based KL warm-up; the original warmed up "
-                "over n_steps_kl_warmup steps: pass kl_weight as a number."
-            )
-        return top
+    defaults = inspect.signature(TrainingPlan).parameters
+    plan = {k: defaults[k].default for k in _KL_ARGUMENTS} | dict(recipe.get("plan_kwargs") or {})
+    if not plan["n_epochs_kl_warmup"] and plan["n_steps_kl_warmup"]:
+        raise ValueError(
+            "kl_weight='original' needs an epoch-based KL warm-up; the original warmed up "
+            "over n_steps_kl_warmup steps: pass kl_weight as a number."
+        )
     epochs = recipe.get("max_epochs")
-    if epochs is None or int(epochs) - 1 >= int(warmup):
-        return top
-    return bottom + (top - bottom) * (int(epochs) - 1) / int(warmup)
+    last = None if epochs is None else int(epochs) - 1  # None: past any warm-up
+    kl = {k: plan[k] for k in _KL_ARGUMENTS}
+    if last is None:
+        kl["n_epochs_kl_warmup"] = kl["n_steps_kl_warmup"] = None
+    return float(_compute_kl_weight(last or 0, 0, **kl))
 
 
 def resolve_kl_weight(task, kl_weight) -> float:
