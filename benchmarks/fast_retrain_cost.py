@@ -23,19 +23,18 @@ matching) and of updating the average, and the most epochs a fast retrain could 
 from __future__ import annotations
 
 import argparse
-import time
 
 from equivalence_power import forget_sets, setting
 
 
-def timed(model, forget, reps: int, method: str, **kwargs) -> tuple[float, object]:
-    """Fastest wall time of ``reps`` runs (seeds 0 ..) and the last run's model."""
-    best, new = float("inf"), None
-    for seed in range(reps):
-        t0 = time.perf_counter()
-        new = model.unlearn(forget, method=method, seed=seed, enable_progress_bar=False, **kwargs)
-        best = min(best, time.perf_counter() - t0)
-    return best, new
+def fastest(su, model, forget, reps: int, method: str, **kwargs) -> tuple[float, object]:
+    """Fastest wall time of ``reps`` runs (seeds 0 ..; :func:`scvi_unlearn.unlearn.run_jobs`,
+    degraded runs returned quietly) and the last run's model."""
+    jobs = [
+        su.unlearn.UnlearningJob(method, s, kwargs, quiet_degradation=True) for s in range(reps)
+    ]
+    runs = su.unlearn.run_jobs(model, forget, jobs)
+    return min(wall for _, wall in runs), runs[-1][0]
 
 
 def main() -> None:
@@ -50,43 +49,39 @@ def main() -> None:
     su, adata, model = setting(args.cache, args.threads, args.original_epochs)
     forget = forget_sets(su, adata, cd34=True)[args.set]
     recipe = model.train_recipe_["max_epochs"]
-    warn = {"on_degradation": "warn"}
-    fixed = {"match_fit": False, "average_epochs": None, **warn}
-    variants = {
-        "fast_retrain, fixed budget": fixed,
-        "fast_retrain, fixed budget, averaged": {**fixed, "average_epochs": 3},
-        "fast_retrain, fixed budget, fit matching": {**fixed, "match_fit": True},
+    fixed = {"match_fit": False, "average_epochs": None}
+    runs = {
+        "retrain (original's recipe)": ("retrain", {}),
+        "fast_retrain, fixed budget": ("fast_retrain", fixed),
+        "fast_retrain, fixed budget, averaged": ("fast_retrain", {**fixed, "average_epochs": 3}),
+        "fast_retrain, fixed budget, fit matching": ("fast_retrain", {**fixed, "match_fit": True}),
     }
-    rows = []  # (name, seconds at 1 epoch, seconds at args.epochs)
-
-    def line(name: str, one: float, many: float) -> None:
-        per_epoch = (many - one) / (args.epochs - 1)
-        rows.append((name, one, many, per_epoch))
-        print(
-            f"| {name} | {one:.2f} | {many:.2f} | {per_epoch:.4f} | {one - per_epoch:.2f} |",
-            flush=True,
-        )
-
     print(f"pbmc68k, original {recipe} epochs, forget {args.set}, {args.reps} reps, fastest\n")
     print(f"| run | 1 epoch (s) | {args.epochs} epochs (s) | s / epoch | fixed (s) |")
     print("|---|---|---|---|---|")
-    one, _ = timed(model, forget, args.reps, "retrain", max_epochs=1, **warn)
-    many, _ = timed(model, forget, args.reps, "retrain", max_epochs=args.epochs, **warn)
-    line("retrain (original's recipe)", one, many)
-    for name, kwargs in variants.items():
-        one, _ = timed(model, forget, args.reps, "fast_retrain", max_epochs=1, **kwargs)
-        many, new = timed(
-            model, forget, args.reps, "fast_retrain", max_epochs=args.epochs, **kwargs
-        )
-        if kwargs["match_fit"] and new.unlearn_record_["budget"]["epochs"] < args.epochs:
+    fixed_cost, per_epoch = {}, {}  # by run name, in seconds
+    for name, (method, kwargs) in runs.items():
+        one, _ = fastest(su, model, forget, args.reps, method, max_epochs=1, **kwargs)
+        many, new = fastest(su, model, forget, args.reps, method, max_epochs=args.epochs, **kwargs)
+        if kwargs.get("match_fit") and new.unlearn_record_["budget"]["epochs"] < args.epochs:
             raise SystemExit(f"fit matching stopped before {args.epochs} epochs: pass fewer")
-        line(name, one, many)
-    full, _ = timed(model, forget, 1, "retrain")
-    default, new = timed(model, forget, args.reps, "fast_retrain")
+        per_epoch[name] = (many - one) / (args.epochs - 1)
+        fixed_cost[name] = one - per_epoch[name]
+        print(
+            f"| {name} | {one:.2f} | {many:.2f} | {per_epoch[name]:.4f} | "
+            f"{fixed_cost[name]:.2f} |",
+            flush=True,
+        )
+    full, _ = fastest(su, model, forget, 1, "retrain")
+    default, new = fastest(su, model, forget, args.reps, "fast_retrain")
     trained = new.unlearn_record_["budget"]["epochs"]
-    retrain_epoch, fast_epoch = rows[0][3], rows[1][3]
-    scoring, averaging = rows[3][3] - fast_epoch, rows[2][3] - fast_epoch
-    budget = (0.05 * full - rows[1][1] + fast_epoch) / (fast_epoch + scoring + averaging)
+    retrain_epoch = per_epoch["retrain (original's recipe)"]
+    fast_epoch = per_epoch["fast_retrain, fixed budget"]
+    scoring = per_epoch["fast_retrain, fixed budget, fit matching"] - fast_epoch
+    averaging = per_epoch["fast_retrain, fixed budget, averaged"] - fast_epoch
+    budget = (0.05 * full - fixed_cost["fast_retrain, fixed budget"]) / (
+        fast_epoch + scoring + averaging
+    )
     print(
         f"\nretrain, the original's {recipe} epochs: {full:.2f} s "
         f"({full / recipe:.4f} s / epoch overall)\n"

@@ -227,19 +227,18 @@ def original_kl_weight(recipe: dict | None) -> float:
     from scvi.train._trainingplans import _compute_kl_weight
 
     recipe = recipe or {}
+    given = recipe.get("plan_kwargs") or {}
     defaults = inspect.signature(TrainingPlan).parameters
-    plan = {k: defaults[k].default for k in _KL_ARGUMENTS} | dict(recipe.get("plan_kwargs") or {})
+    plan = {k: given.get(k, defaults[k].default) for k in _KL_ARGUMENTS}
     if not plan["n_epochs_kl_warmup"] and plan["n_steps_kl_warmup"]:
         raise ValueError(
             "kl_weight='original' needs an epoch-based KL warm-up; the original warmed up "
             "over n_steps_kl_warmup steps: pass kl_weight as a number."
         )
     epochs = recipe.get("max_epochs")
-    last = None if epochs is None else int(epochs) - 1  # None: past any warm-up
-    kl = {k: plan[k] for k in _KL_ARGUMENTS}
-    if last is None:
-        kl["n_epochs_kl_warmup"] = kl["n_steps_kl_warmup"] = None
-    return float(_compute_kl_weight(last or 0, 0, **kl))
+    if epochs is None:  # not recorded: taken as past any warm-up
+        return float(plan["max_kl_weight"])
+    return float(_compute_kl_weight(int(epochs) - 1, 0, **plan))
 
 
 def resolve_kl_weight(task, kl_weight) -> float:
