@@ -22,7 +22,6 @@ from torch.optim.lr_scheduler import CosineAnnealingLR
 
 from scvi_unlearn.unlearn._arguments import number_argument
 from scvi_unlearn.unlearn._averaging import ExponentialAveraging, check_average_epochs
-from scvi_unlearn.unlearn._datamodule import MIN_LAST_BATCH
 from scvi_unlearn.unlearn._fit_match import fit_match_callback
 from scvi_unlearn.unlearn._guard import MIN_CHECK_CELLS
 from scvi_unlearn.unlearn._registry import register
@@ -320,10 +319,7 @@ def train_fast(
     model keeps the original's recipe (:meth:`UnlearningTask.retain_recipe`) and its per-epoch
     losses are appended to ``task.log``.
     """
-    splitter: dict[str, Any] = {"external_indexing": task.retain_indexing()}
-    tail = task.train_indices.size % batch_size
-    if task.train_indices.size > batch_size and 0 < tail < MIN_LAST_BATCH:
-        splitter["drop_last"] = True  # a 1-2 cell last batch breaks BatchNorm
+    splitter = task.retain_splitter(batch_size)
     for name, flag in (("kl_warmup", kl_warmup), ("match_fit", match_fit)):
         if not isinstance(flag, bool):
             raise ValueError(f"{name} must be True or False, got {flag!r}.")

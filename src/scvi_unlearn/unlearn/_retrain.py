@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from scvi_unlearn.unlearn._datamodule import MIN_LAST_BATCH
 from scvi_unlearn.unlearn._registry import register
 
 #: recipe entries that are provenance, not train() arguments
@@ -89,13 +88,11 @@ def retrain(
     kwargs.update(trainer_kwargs)
     if kwargs.get("max_epochs") is not None and int(kwargs["max_epochs"]) < 1:
         raise ValueError(f"max_epochs must be >= 1, got {kwargs['max_epochs']}.")
-    splitter = dict(kwargs.get("datasplitter_kwargs") or {})
-    splitter["external_indexing"] = task.retain_indexing()
     batch_size = int(kwargs.get("batch_size") or 128)
-    tail = task.train_indices.size % batch_size
-    if task.train_indices.size > batch_size and 0 < tail < MIN_LAST_BATCH:
-        splitter["drop_last"] = True
-    kwargs["datasplitter_kwargs"] = splitter
+    kwargs["datasplitter_kwargs"] = {
+        **(kwargs.get("datasplitter_kwargs") or {}),
+        **task.retain_splitter(batch_size),
+    }
     if kwargs.get("max_epochs") is None:
         # the original used scvi-tools' heuristic on its AnnData's size; keep that value
         from scvi.model._utils import get_max_epochs_heuristic

@@ -12,7 +12,7 @@ from scvi.model._utils import use_distributed_sampler
 from scvi.train import TrainRunner
 
 from scvi_unlearn.unlearn._budget import retain_sample_size, sample_positions
-from scvi_unlearn.unlearn._datamodule import RetainForgetDataModule
+from scvi_unlearn.unlearn._datamodule import MIN_LAST_BATCH, RetainForgetDataModule
 
 
 class UnlearningTask:
@@ -128,6 +128,18 @@ class UnlearningTask:
             self.validation_indices.copy(),
             np.asarray([], dtype=int),
         ]
+
+    def retain_splitter(self, batch_size: int) -> dict[str, Any]:
+        """scvi-tools ``datasplitter_kwargs`` for a model trained on the retain cells in their
+        original roles (:meth:`retain_indexing`) with ``batch_size`` cells a batch; with
+        ``drop_last`` when the last training batch would hold fewer than
+        :data:`~scvi_unlearn.unlearn._datamodule.MIN_LAST_BATCH` cells (a 1-2 cell batch breaks
+        BatchNorm)."""
+        splitter: dict[str, Any] = {"external_indexing": self.retain_indexing()}
+        n_train = self.train_indices.size
+        if n_train > batch_size and 0 < n_train % batch_size < MIN_LAST_BATCH:
+            splitter["drop_last"] = True
+        return splitter
 
     def log_history(self, model) -> None:
         """Append a model's per-epoch training loss (scvi-tools' ``history_``) to :attr:`log`,
