@@ -16,6 +16,12 @@ from scvi_unlearn.unlearn._budget import sample_positions
 MIN_LAST_BATCH = 3
 
 
+def drops_last_batch(n_cells: int, batch_size: int) -> bool:
+    """Whether an epoch of ``n_cells`` in batches of ``batch_size`` drops its last batch: more
+    than one batch, and a last one of fewer than :data:`MIN_LAST_BATCH` cells."""
+    return n_cells > batch_size and 0 < n_cells % batch_size < MIN_LAST_BATCH
+
+
 class RetainForgetDataModule(pl.LightningDataModule):
     """Training batches ``{"retain": tensors, "forget": tensors | None}``; validation on retain.
 
@@ -92,9 +98,7 @@ class RetainForgetDataModule(pl.LightningDataModule):
         self.retain_sample = (
             None if retain_sample is None or retain_sample >= self.n_train else int(retain_sample)
         )
-        per_epoch = self.cells_per_epoch
-        tail = per_epoch % self.batch_size
-        self.drop_last = per_epoch > self.batch_size and 0 < tail < MIN_LAST_BATCH
+        self.drop_last = drops_last_batch(self.cells_per_epoch, self.batch_size)
 
     @property
     def cells_per_epoch(self) -> int:

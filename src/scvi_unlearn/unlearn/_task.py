@@ -12,7 +12,7 @@ from scvi.model._utils import use_distributed_sampler
 from scvi.train import TrainRunner
 
 from scvi_unlearn.unlearn._budget import retain_sample_size, sample_positions
-from scvi_unlearn.unlearn._datamodule import MIN_LAST_BATCH, RetainForgetDataModule
+from scvi_unlearn.unlearn._datamodule import RetainForgetDataModule, drops_last_batch
 
 
 class UnlearningTask:
@@ -132,12 +132,11 @@ class UnlearningTask:
     def retain_splitter(self, batch_size: int) -> dict[str, Any]:
         """scvi-tools ``datasplitter_kwargs`` for a model trained on the retain cells in their
         original roles (:meth:`retain_indexing`) with ``batch_size`` cells a batch; with
-        ``drop_last`` when the last training batch would hold fewer than
-        :data:`~scvi_unlearn.unlearn._datamodule.MIN_LAST_BATCH` cells (a 1-2 cell batch breaks
+        ``drop_last`` when the last training batch would be dropped
+        (:func:`~scvi_unlearn.unlearn._datamodule.drops_last_batch`: a 1-2 cell batch breaks
         BatchNorm)."""
         splitter: dict[str, Any] = {"external_indexing": self.retain_indexing()}
-        n_train = self.train_indices.size
-        if n_train > batch_size and 0 < n_train % batch_size < MIN_LAST_BATCH:
+        if drops_last_batch(self.train_indices.size, batch_size):
             splitter["drop_last"] = True
         return splitter
 
