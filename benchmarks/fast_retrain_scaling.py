@@ -21,6 +21,7 @@ import warnings
 
 import pandas as pd
 from equivalence_power import markdown
+from scaling import default_budget
 
 
 def epoch_time(su, adata, plan_kwargs) -> float:
@@ -50,16 +51,13 @@ def main() -> None:
     import inspect
 
     import scvi_unlearn as su
-    from scvi_unlearn.unlearn._fast_retrain import fast_budget
 
-    defaults = {
-        k: p.default for k, p in inspect.signature(su.unlearn.fast_retrain).parameters.items()
-    }
-    fraction, floor = defaults["epoch_fraction"], defaults["min_epochs"]
-    budget = lambda e: fast_budget(e, fraction, floor, at_most_original=True)  # noqa: E731
+    fast = su.unlearn.fast_retrain
+    lr = inspect.signature(fast).parameters["lr"].default
+    budget = lambda e: default_budget(fast, e)  # noqa: E731
 
     scvi.settings.seed = 0
-    fast_plan = {"lr": defaults["lr"], "n_epochs_kl_warmup": None, "n_steps_kl_warmup": None}
+    fast_plan = {"lr": lr, "n_epochs_kl_warmup": None, "n_steps_kl_warmup": None}
     rows = []
     for n in args.sizes:
         adata = su.data.simulate(n, args.genes, random_state=0)

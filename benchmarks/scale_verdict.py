@@ -33,6 +33,7 @@ lower rate, with KL warm-up, with or without the moving average of its weights
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -52,10 +53,16 @@ FIT_VARIANTS = {
 }
 
 
+#: the original's training time, written next to it by :func:`simulated_setting`
+ORIGINAL_TIME = "original_time.json"
+
+
 def simulated_setting(cells: int, genes: int, cache: Path):
     """``(su, adata, original)``: the simulated data with its split and the original, loaded
-    from ``cache/original`` or trained there (default recipe, the epoch heuristic, seed 0)."""
+    from ``cache/original`` or trained there (default recipe, the epoch heuristic, seed 0; its
+    training time written to ``cache/original_time.json``)."""
     import scvi
+    import torch
     from scvi.model._utils import get_max_epochs_heuristic
 
     import scvi_unlearn as su
@@ -69,8 +76,12 @@ def simulated_setting(cells: int, genes: int, cache: Path):
         return su, adata, su.SCVI.load(str(path))
     members = int((adata.obs[su.data.SPLIT_KEY] == su.data.TRAIN).sum())
     epochs = get_max_epochs_heuristic(members)
+    t0 = time.perf_counter()
     model = train_original(adata, train_kwargs={"max_epochs": epochs}, seed=0)
+    seconds = time.perf_counter() - t0
     model.save(str(path), save_anndata=True)
+    timing = {"seconds": seconds, "torch_threads": torch.get_num_threads()}
+    (cache / ORIGINAL_TIME).write_text(json.dumps(timing))
     return su, adata, model
 
 
