@@ -140,7 +140,7 @@ def test_benchmark_bad_input(pbmc, trained_model, forget_names):
 
 
 def test_original_keeps_a_checkpoint_only_for_rewind():
-    from scvi_unlearn.benchmark._runner import REWIND_FRACTION, original_train_kwargs
+    from scvi_unlearn.benchmark._arguments import REWIND_FRACTION, original_train_kwargs
 
     assert "rewind" in su.benchmark.ALL_METHODS
     assert original_train_kwargs(["finetune"], {"max_epochs": 50}) == {"max_epochs": 50}

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -11,33 +10,9 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
+from scvi_unlearn.benchmark._arguments import original_train_kwargs, resolve_arguments
 from scvi_unlearn.benchmark._result import BenchmarkResult
 from scvi_unlearn.unlearn._parallel import UnlearningJob, run_jobs
-
-#: ``methods="all"``: the fast exact retrain, the differentially private retrain and every
-#: built-in approximate method (``retrain`` with the recorded recipe is always run: the
-#: references).
-ALL_METHODS = (
-    "fast_retrain",
-    "dp_sgd",
-    "finetune",
-    "gradient_ascent",
-    "ssd",
-    "scrub",
-    "contrastive",
-    "fisher",
-    "extragradient",
-    "mi_regularized",
-    "reinit_finetune",
-    "rewind",
-)
-#: When ``rewind`` is among the methods, the original trained by the benchmark keeps a
-#: checkpoint after this fraction of its epochs (``train(..., rewind_epoch=...)``; the
-#: measured recommendation of :func:`scvi_unlearn.unlearn.rewind`).  Taking it draws no random
-#: number: the original's weights are the same with or without it.
-REWIND_FRACTION = 0.4
-#: attacks the benchmark can audit with (``drift`` is comparison-only and needs a baseline).
-BENCHMARK_ATTACKS = ("calibrated", "shadow", "mlp", "threshold")
 
 
 def _as_names(forget) -> np.ndarray:
@@ -71,17 +46,6 @@ def train_original(
         model = su.SCVI(members, **kwargs)
         model.train(**tkw)
     return model
-
-
-def original_train_kwargs(methods, train_kwargs: dict[str, Any] | None = None) -> dict:
-    """``train_kwargs`` for the benchmark's original: with ``rewind_epoch`` set to
-    ``int(REWIND_FRACTION * max_epochs)`` (200 epochs when not given) when ``methods``
-    (``"all"`` or names) include ``rewind`` and ``train_kwargs`` do not set it."""
-    kwargs = dict(train_kwargs or {})
-    names = ALL_METHODS if methods == "all" else [methods] if isinstance(methods, str) else methods
-    if "rewind" in names and kwargs.get("rewind_epoch") is None:
-        kwargs["rewind_epoch"] = int(REWIND_FRACTION * int(kwargs.get("max_epochs", 200)))
-    return kwargs
 
 
 def _progress(total: int, enabled: bool):
@@ -204,46 +168,10 @@ def run(
         raise ValueError("The forget set is empty.")
     if model is None:
         train_kwargs = original_train_kwargs(methods, train_kwargs)
-    # a given model without a checkpoint cannot run rewind (the one trained here has one)
-    no_checkpoint = model is not None and getattr(model, "rewind_checkpoint_", None) is None
-    if methods == "all":
-        methods = list(ALL_METHODS)
-        if no_checkpoint:
-            methods.remove("rewind")
-            warnings.warn(
-                "methods='all' without 'rewind': the given model has no training checkpoint "
-                "(train it with model.train(..., rewind_epoch=k) to include it).",
-                UserWarning,
-                stacklevel=2,
-            )
-    elif isinstance(methods, str):
-        methods = [methods]
-    methods = list(methods)
-    if "rewind" in methods and no_checkpoint:
-        raise ValueError(
-            "method 'rewind' needs a model trained with model.train(..., rewind_epoch=k) "
-            "(measured: k = 40% of max_epochs); the given model has no checkpoint. Pass "
-            "model=None to let the benchmark train one, or drop 'rewind'."
-        )
-    for m in methods:
-        su.unlearn.get_method(m)  # unknown names list the available ones
-    seeds = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
-    retrain_seeds = (
-        list(range(retrain_seeds)) if isinstance(retrain_seeds, int) else list(retrain_seeds)
+    methods, seeds, retrain_seeds, attacks = resolve_arguments(
+        methods, seeds, retrain_seeds, budgets, attacks, model
     )
-    if len(retrain_seeds) < 3:
-        raise ValueError("retrain_seeds: at least 3 retrains are needed for the target interval.")
-    if any(not 0.0 < b < 1.0 for b in budgets):
-        raise ValueError(f"budgets must be fractions in (0, 1), got {list(budgets)}.")
     method_kwargs = dict(method_kwargs or {})
-    attacks = [attacks] if isinstance(attacks, str) else list(attacks)
-    for a in attacks:
-        if a not in BENCHMARK_ATTACKS:
-            raise ValueError(
-                f"Unknown attack {a!r} for the benchmark; use one of {BENCHMARK_ATTACKS}."
-            )
-    if not attacks:
-        raise ValueError("Give at least one attack.")
 
     original_time = None  # unknown for a model trained elsewhere
     if model is None:

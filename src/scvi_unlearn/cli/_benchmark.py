@@ -76,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
     import scvi_unlearn as su
     from scvi_unlearn.benchmark import run as run_benchmark
     from scvi_unlearn.benchmark import train_original
-    from scvi_unlearn.benchmark._runner import original_train_kwargs
+    from scvi_unlearn.benchmark._arguments import original_train_kwargs
 
     methods = "all" if args.methods == ["all"] else args.methods
     for m in [] if methods == "all" else methods:
