@@ -6,11 +6,12 @@ models that never saw the members (trained 300 epochs on 30 other training membe
 stratified folds and with matched-pair folds (``paired_folds``; the default is now label-blind
 grouped folds, see ``benchmarks/attack_null_checks.py``).
 
-    /work/venv/bin/python benchmarks/attack_fold_antilearning.py
+    python benchmarks/attack_fold_antilearning.py [--threads 1]
 """
 
 from __future__ import annotations
 
+import argparse
 import logging
 import warnings
 
@@ -23,7 +24,10 @@ from scvi_unlearn.attack import attack_features, bootstrap_ci, feature_columns, 
 
 
 def main() -> None:
-    torch.set_num_threads(1)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=1, help="torch threads")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore")
     logging.getLogger("lightning").setLevel(logging.ERROR)
     logging.getLogger("scvi").setLevel(logging.ERROR)

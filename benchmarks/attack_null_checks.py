@@ -11,11 +11,12 @@ throughout (holdout 0.3, stratified, seed 0):
 3. the test suite's label-matched design (30 random training members vs 30 label-matched
    held-out cells, models trained 300 epochs on 30 other members), 4 seeds per fold design.
 
-Usage: ``python benchmarks/attack_null_checks.py`` (about 5 minutes on 2 cores).
+Usage: ``python benchmarks/attack_null_checks.py [--threads 1]`` (about 5 minutes on 2 cores).
 """
 
 from __future__ import annotations
 
+import argparse
 import sys
 import warnings
 from pathlib import Path
@@ -44,8 +45,11 @@ def _line(name, values):
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=1, help="torch threads")
+    args = parser.parse_args()
     warnings.filterwarnings("ignore")
-    torch.set_num_threads(1)
+    torch.set_num_threads(args.threads)
     adata = su.data.pbmc68k()
     su.data.membership_split(adata, holdout=0.3, stratify="cell_type", seed=0)
     model = train_original(adata, train_kwargs={"max_epochs": 100})

@@ -5,7 +5,7 @@ training members), builds the retrain target from 3 retrains (``model.retrain_ta
 audits the original and a fourth, independent retrain with every attack.  Prints one table,
 the retrain targets and the verdicts, the wall time of each audit, and saves the ROC figure.
 
-    /work/venv/bin/python benchmarks/attack_pbmc_audit.py [--epochs 30] [--threads 1]
+    python benchmarks/attack_pbmc_audit.py [--epochs 30] [--threads 1]
 """
 
 from __future__ import annotations
