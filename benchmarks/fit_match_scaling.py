@@ -11,9 +11,9 @@ heuristic, seed 0; cached in ``--cache``, its training time recorded there), the
 ``0 .. --seeds - 1`` on the "CD56+ NK" members and 50 random members, through the package's
 timed runner (:func:`scvi_unlearn.unlearn.run_jobs`).  Printed per run: epochs trained (and
 the cap), wall time, wall time over the original's training time (a default-recipe retrain of
-the retain cells replays the same recipe on 50 to a few hundred fewer cells), and the retain
-check's drop.  No retrains are run, so there is no per-cell verdict: ``scale_verdict.py`` gives
-it where the retrains are affordable.
+the retain cells replays the same recipe on the members less the forget set: 50 cells, or the
+whole NK type, 4.5% of the members), and the retain check's drop.  No retrains are run, so
+there is no per-cell verdict: ``scale_verdict.py`` gives it where the retrains are affordable.
 
     python benchmarks/fit_match_scaling.py --threads 1 --cells 100000 --cache /tmp/scale_refs_100k
 """
