@@ -54,7 +54,6 @@ def main() -> None:
 
     fast = su.unlearn.fast_retrain
     lr = inspect.signature(fast).parameters["lr"].default
-    budget = lambda e: default_budget(fast, e)  # noqa: E731
 
     scvi.settings.seed = 0
     fast_plan = {"lr": lr, "n_epochs_kl_warmup": None, "n_steps_kl_warmup": None}
@@ -65,7 +64,7 @@ def main() -> None:
         default_s = epoch_time(su, adata, None)
         fast_s = epoch_time(su, adata, fast_plan)
         e = get_max_epochs_heuristic(n)
-        f = budget(e)
+        f = default_budget(fast, e)
         rows.append(
             {
                 "cells": f"{n:,}",
@@ -83,7 +82,7 @@ def main() -> None:
     print(markdown(pd.DataFrame(rows)))
     for n in (300_000, 1_000_000):
         e = get_max_epochs_heuristic(n)
-        print(f"{n:,} cells: retrain {e} epochs, fast_retrain {budget(e)} epochs")
+        print(f"{n:,} cells: retrain {e} epochs, fast_retrain {default_budget(fast, e)} epochs")
 
 
 if __name__ == "__main__":
