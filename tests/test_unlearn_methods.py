@@ -220,6 +220,45 @@ def test_fast_retrain_match_fit_stops_at_the_first_matching_epoch(trained_model,
         trained_model.unlearn(forget_names, method="fast_retrain", match_fit=1, **QUIET)
 
 
+def test_fast_retrain_match_fit_checks_within_an_epoch(trained_model, forget_names):
+    """With ``check_steps`` shorter than an epoch the fit is checked several times an epoch and
+    training stops at the first matching check, mid-epoch: the record gives the steps and the
+    fractional epochs; the model is bit-identical to the same number of steps without fit
+    matching, and one step earlier the fit was not matched."""
+    kw = {"seed": 0, "max_epochs": 40, "batch_size": 32, **QUIET}
+    matched = trained_model.unlearn(forget_names, method="fast_retrain", check_steps=1, **kw)
+    budget = matched.unlearn_record_["budget"]
+    steps, epochs = budget["steps"], budget["epochs"]
+    per_epoch = -(-int(matched.train_indices.size) // 32)  # no 1-cell last batch here
+    assert 1 < steps < 40 * per_epoch
+    assert epochs == pytest.approx(round(steps / per_epoch, 2))
+    assert matched.unlearn_record_["checks"]["relative_drop"] <= 0
+    kw.update(match_fit=False, max_steps=steps, on_degradation="warn")
+    same = trained_model.unlearn(forget_names, method="fast_retrain", **kw)
+    assert same_state(module_state(same), module_state(matched))
+    kw.update(max_steps=steps - 1)
+    before = trained_model.unlearn(forget_names, method="fast_retrain", **kw)
+    assert before.unlearn_record_["checks"]["relative_drop"] > 0
+
+
+def test_fit_checks_are_evenly_spaced_and_end_each_epoch():
+    """``ceil(steps_per_epoch / check_steps)`` checks an epoch, evenly spaced, the last after
+    the epoch's last batch; without ``check_steps`` one check, at the epoch's end."""
+    from types import SimpleNamespace
+
+    from scvi_unlearn.unlearn._fit_match import FitMatchStopping
+
+    for steps, check, expected in (
+        (492, 100, {99, 197, 296, 394, 492}),
+        (4, 100, {4}),
+        (10, 3, {3, 5, 8, 10}),
+        (7, None, {7}),
+    ):
+        stopper = FitMatchStopping(None, np.arange(3), 0.0, check_steps=check)
+        stopper.on_train_start(SimpleNamespace(num_training_batches=steps), None)
+        assert stopper._checked_batches == expected
+
+
 def test_retrain_seeds_differ_and_repeat(runs, trained_model, forget_names):
     a, b = runs["retrain"]
     c = trained_model.unlearn(forget_names, method="retrain", seed=2, **FAST["retrain"])
@@ -306,13 +345,15 @@ def test_fast_retrain_kl_warmup(trained_model, forget_names):
 def test_fast_retrain_average_epochs(trained_model, forget_names):
     """``average_epochs`` returns the exponential moving average of the weights: with a
     vanishing time constant it is the last step's weights (bit-identical to no averaging), with
-    a huge one the first step's (a 1-step run, to 1e-6), in between neither; bad values are
-    refused."""
+    a huge one and no cap in steps the first step's (a 1-step run, to 1e-6), in between neither;
+    bad values are refused."""
     kw = {"seed": 0, "max_epochs": 3, "match_fit": False, "on_degradation": "warn", **QUIET}
     fast = "fast_retrain"
     plain = trained_model.unlearn(forget_names, method=fast, average_epochs=None, **kw)
     last = trained_model.unlearn(forget_names, method=fast, average_epochs=1e-9, **kw)
-    first = trained_model.unlearn(forget_names, method=fast, average_epochs=1e9, **kw)
+    first = trained_model.unlearn(
+        forget_names, method=fast, average_epochs=1e9, max_average_steps=None, **kw
+    )
     mid = trained_model.unlearn(forget_names, method=fast, average_epochs=1, **kw)
     one_step = trained_model.unlearn(
         forget_names, method=fast, average_epochs=None, max_steps=1, **kw
@@ -327,6 +368,10 @@ def test_fast_retrain_average_epochs(trained_model, forget_names):
     for bad in (0, -1.0, float("nan"), "3", True):
         with pytest.raises(ValueError, match="average_epochs"):
             trained_model.unlearn(forget_names, method=fast, average_epochs=bad, **QUIET)
+    for name in ("max_average_steps", "check_steps"):
+        for bad in (0, -3, 2.5, "3", True):
+            with pytest.raises(ValueError, match=name):
+                trained_model.unlearn(forget_names, method=fast, **{name: bad}, **QUIET)
 
 
 class _StepCounter(Callback):
@@ -346,7 +391,7 @@ class _StepCounter(Callback):
 def test_average_time_constant_is_in_epochs_of_steps_taken(trained_model, forget_names):
     """The average's decay is ``exp(-1 / (average_epochs * steps))`` with the steps an epoch
     actually took: ceil(n / batch) for the default batch, n // batch when a 1-cell last batch
-    is dropped (it would break BatchNorm)."""
+    is dropped (it would break BatchNorm); ``max_average_steps`` caps the time constant."""
     train = trained_model.adata.obs_names[trained_model.train_indices]
     n_train = int((~train.isin(forget_names)).sum())
     kw = {"seed": 0, "max_epochs": 2, "match_fit": False, "on_degradation": "warn", **QUIET}
@@ -362,6 +407,16 @@ def test_average_time_constant_is_in_epochs_of_steps_taken(trained_model, forget
         )
         assert counter.steps == steps
         assert counter.decay == pytest.approx(math.exp(-1 / (2.5 * steps)), rel=1e-12)
+    counter = _StepCounter()
+    trained_model.unlearn(
+        forget_names,
+        method="fast_retrain",
+        average_epochs=2.5,
+        max_average_steps=3,
+        callbacks=[counter],
+        **kw,
+    )
+    assert counter.decay == pytest.approx(math.exp(-1 / 3), rel=1e-12)
 
 
 def test_original_kl_weight_follows_the_recorded_warmup():

@@ -6,6 +6,11 @@ to seed more than among default-recipe retrains.  Averaging the weights over the
 (Polyak & Juditsky, SIAM J. Control Optim. 1992; the exponential form of
 :class:`torch.optim.swa_utils.AveragedModel`) removes most of that jitter.  The average is a
 function of the training trajectory on the retain cells only: an exact retrain stays exact.
+
+The jitter is a property of the optimizer steps (learning rate, batch size), not of how many
+steps an epoch takes, so the time constant, set in epochs, is capped in steps: at 100,000
+simulated cells an epoch is about 490 steps, and an average over 3 epochs lags the weights by
+several epochs.
 """
 
 from __future__ import annotations
@@ -28,15 +33,18 @@ def check_average_epochs(average_epochs) -> float | None:
 
 class ExponentialAveraging(Callback):
     """Keep an exponential moving average of the scVI module's weights and buffers, updated
-    after every optimizer step with the decay ``exp(-1 / (average_epochs * steps_per_epoch))``
-    (a time constant of ``average_epochs`` epochs; ``steps_per_epoch`` is the trainer's count
-    of training batches, known when training starts), and load it into the module when
-    training ends (integer buffers, BatchNorm's batch counters, keep their trained values).
+    after every optimizer step with the decay ``exp(-1 / tau)``, ``tau = min(average_epochs *
+    steps_per_epoch, max_steps)`` (a time constant of ``average_epochs`` epochs, at most
+    ``max_steps`` steps; ``steps_per_epoch`` is the trainer's count of training batches, known
+    when training starts), and load it into the module when training ends (integer buffers,
+    BatchNorm's batch counters, keep their trained values).
 
     Parameters
     ----------
     average_epochs
         Time constant of the average, in epochs.
+    max_steps
+        Upper bound of the time constant, in optimizer steps (``None``: none).
 
     Attributes
     ----------
@@ -47,8 +55,9 @@ class ExponentialAveraging(Callback):
         The per-step decay (``None`` before training starts).
     """
 
-    def __init__(self, average_epochs: float):
+    def __init__(self, average_epochs: float, max_steps: int | None = None):
         self.average_epochs = float(average_epochs)
+        self.max_steps = max_steps
         self.decay: float | None = None
         self._averaged: AveragedModel | None = None
 
@@ -63,7 +72,10 @@ class ExponentialAveraging(Callback):
                 "average_epochs needs a training dataloader of known length (the steps an "
                 "epoch takes set the average's time constant)."
             )
-        self.decay = math.exp(-1.0 / (self.average_epochs * max(1, int(steps))))
+        tau = self.average_epochs * max(1, int(steps))
+        if self.max_steps is not None:
+            tau = min(tau, float(self.max_steps))
+        self.decay = math.exp(-1.0 / tau)
         self._averaged = AveragedModel(
             pl_module.module, multi_avg_fn=get_ema_multi_avg_fn(self.decay), use_buffers=True
         )

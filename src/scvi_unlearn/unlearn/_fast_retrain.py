@@ -20,7 +20,7 @@ from typing import Any
 from scvi.train import TrainingPlan
 from torch.optim.lr_scheduler import CosineAnnealingLR
 
-from scvi_unlearn.unlearn._arguments import number_argument
+from scvi_unlearn.unlearn._arguments import int_argument, number_argument
 from scvi_unlearn.unlearn._averaging import ExponentialAveraging, check_average_epochs
 from scvi_unlearn.unlearn._fit_match import fit_match_callback
 from scvi_unlearn.unlearn._guard import MIN_CHECK_CELLS
@@ -71,6 +71,8 @@ def fast_retrain(
     kl_weight: float | str = 1.0,
     match_fit: bool = True,
     average_epochs: float | None = 3.0,
+    max_average_steps: int | None = 300,
+    check_steps: int | None = 100,
     accelerator: str = "auto",
     devices: Any = "auto",
     enable_progress_bar: bool = True,
@@ -126,11 +128,13 @@ def fast_retrain(
         but 4/18 vs 5/18 on the 60-epoch one, and costs 10-40% more (it needs more epochs to
         reach the original's fit).
     match_fit
-        ``True`` (default): after every epoch, score the retain validation cells (unseen by
-        the original and by this model; the cells, 4 seeded posterior draws and sample of the
-        post-unlearning retain check) and stop at the first epoch whose mean ELBO reaches the
-        original's on the same cells; the number of epochs trained is recorded as
-        ``unlearn_record_["budget"]["epochs"]``.  Without a validation split
+        ``True`` (default): after every epoch (several times an epoch on large data,
+        ``check_steps``), score the retain validation cells (unseen by the original and by this
+        model; the cells, 4 seeded posterior draws and sample of the post-unlearning retain
+        check) and stop at the first check whose mean ELBO reaches the original's on the same
+        cells; the epochs trained (a fraction when it stopped mid-epoch) and optimizer steps
+        are recorded as ``unlearn_record_["budget"]["epochs"]`` and ``["steps"]``.  Without a
+        validation split
         (``train(train_size=1)``) it warns and trains the budget.  ``False``: always train the
         budget.  What the new model takes from the original is this one number, its mean ELBO
         on retain cells, which decides when training stops.
@@ -201,6 +205,8 @@ def fast_retrain(
         kl_weight=resolve_kl_weight(task, kl_weight),
         match_fit=match_fit,
         average_epochs=average_epochs,
+        max_average_steps=max_average_steps,
+        check_steps=check_steps,
         accelerator=accelerator,
         devices=devices,
         enable_progress_bar=enable_progress_bar,
@@ -302,6 +308,8 @@ def train_fast(
     kl_weight: float = 1.0,
     match_fit: bool = False,
     average_epochs: float | None = None,
+    max_average_steps: int | None = None,
+    check_steps: int | None = None,
     accelerator: str = "auto",
     devices: Any = "auto",
     enable_progress_bar: bool = True,
@@ -315,7 +323,10 @@ def train_fast(
     the ``max_epochs`` with ``kl_warmup``), Adam at ``lr``, constant or cosine-decayed
     (``schedule``), no early stopping except, with ``match_fit``, a
     :class:`~scvi_unlearn.unlearn._fit_match.FitMatchStopping` at the original's retain
-    validation ELBO (the epochs trained recorded as ``task.budget["epochs"]``).  Afterwards the
+    validation ELBO, checked at most every ``check_steps`` steps (the epochs and steps trained
+    recorded as ``task.budget["epochs"]`` and ``["steps"]``), with ``average_epochs`` an
+    :class:`~scvi_unlearn.unlearn._averaging.ExponentialAveraging` whose time constant is at
+    most ``max_average_steps`` steps.  Afterwards the
     model keeps the original's recipe (:meth:`UnlearningTask.retain_recipe`) and its per-epoch
     losses are appended to ``task.log``.
     """
@@ -323,12 +334,15 @@ def train_fast(
     for name, flag in (("kl_warmup", kl_warmup), ("match_fit", match_fit)):
         if not isinstance(flag, bool):
             raise ValueError(f"{name} must be True or False, got {flag!r}.")
+    steps = {}
+    for name, value in (("max_average_steps", max_average_steps), ("check_steps", check_steps)):
+        steps[name] = None if value is None else int_argument(name, value, 1)
     callbacks = list(trainer_kwargs.pop("callbacks", None) or [])
     averaging = None
     if (average := check_average_epochs(average_epochs)) is not None:
-        averaging = ExponentialAveraging(average)
+        averaging = ExponentialAveraging(average, steps["max_average_steps"])
         callbacks.append(averaging)
-    stopper = fit_match_callback(task, averaging) if match_fit else None
+    stopper = fit_match_callback(task, averaging, steps["check_steps"]) if match_fit else None
     if match_fit and stopper is None:
         warnings.warn(
             f"match_fit: the original has fewer than {MIN_CHECK_CELLS} retain validation cells "
@@ -360,8 +374,10 @@ def train_fast(
         callbacks=callbacks,
         **trainer_kwargs,
     )
-    if stopper is not None:  # epochs trained before the fit was matched (or the budget)
-        task.budget["epochs"] = len(stopper.trace)
+    if stopper is not None:  # trained before the fit was matched (or the budget)
+        epochs = round(stopper.epochs, 2)
+        task.budget["epochs"] = int(epochs) if epochs.is_integer() else epochs
+        task.budget["steps"] = stopper.steps
     model.__dict__.pop("_training_plan_cls", None)  # back to the class's own plan
     # keep the original's recipe (as retrain does): a later exact retrain of this model, or a
     # later fast retrain's budget, follows the original training, not this short schedule

@@ -7,10 +7,14 @@ schedule reaches.  A forget cell is a cell the retrains never trained on, so a f
 that generalises *better* than they do fits it better, and the per-cell test reads that as
 "remembers" (``docs/fast_unlearning.md``).  :class:`FitMatchStopping` stops the fast schedule at
 the first epoch whose mean ELBO on the retain validation cells (unseen by both models, the
-cells of the post-unlearning retain check) reaches the original's on the same cells.
+cells of the post-unlearning retain check) reaches the original's on the same cells.  On large
+data an epoch is hundreds of steps, so the fit is checked several times an epoch (at most every
+``check_steps`` steps) and training may stop mid-epoch.
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 from lightning.pytorch.callbacks import Callback
@@ -19,7 +23,11 @@ from scvi_unlearn.unlearn._guard import mean_elbo, original_validation_scores
 
 
 class FitMatchStopping(Callback):
-    """Stop training after the first epoch whose mean ELBO on ``cells`` reaches ``target``.
+    """Stop training at the first check whose mean ELBO on ``cells`` reaches ``target``.
+
+    The fit is checked after every epoch or, when an epoch has more than ``check_steps``
+    optimizer steps, ``ceil(steps_per_epoch / check_steps)`` times an epoch, evenly spaced, the
+    last at the epoch's end.
 
     The ELBO is :func:`~scvi_unlearn.unlearn._guard.mean_elbo` (4 posterior draws, seeded, eval
     mode, the caller's random state restored), so evaluating it does not change the training.
@@ -35,38 +43,75 @@ class FitMatchStopping(Callback):
     averaging
         An :class:`~scvi_unlearn.unlearn._averaging.ExponentialAveraging` of the same training:
         its averaged module (what training returns) is scored instead of the current weights.
+    check_steps
+        Most optimizer steps between two checks (``None``: once an epoch).
 
     Attributes
     ----------
     trace
-        The mean ELBO after each epoch.
-    stopped_epoch
-        Epochs trained when the target was reached, ``None`` if it was not.
+        The mean ELBO at each check.
+    steps
+        Optimizer steps trained (until the target was reached, or all of them).
+    steps_per_epoch
+        Training batches an epoch (``None`` before training starts).
+    stopped_step
+        Steps trained when the target was reached, ``None`` if it was not.
     """
 
-    def __init__(self, manager, cells: np.ndarray, target: float, averaging=None):
+    def __init__(
+        self, manager, cells: np.ndarray, target: float, averaging=None, check_steps=None
+    ):
         self.manager = manager
         self.cells = np.asarray(cells, dtype=int)
         self.target = float(target)
         self.averaging = averaging
+        self.check_steps = check_steps
         self.trace: list[float] = []
-        self.stopped_epoch: int | None = None
+        self.steps = 0
+        self.steps_per_epoch: int | None = None
+        self.stopped_step: int | None = None
+        self._checked_batches: frozenset[int] = frozenset()
 
-    def on_train_epoch_end(self, trainer, pl_module) -> None:
+    @property
+    def epochs(self) -> float:
+        """Epochs trained (a fraction when training stopped mid-epoch; 0 before it starts)."""
+        return self.steps / self.steps_per_epoch if self.steps_per_epoch else 0.0
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        steps = trainer.num_training_batches
+        if not math.isfinite(steps):
+            raise ValueError(
+                "match_fit needs a training dataloader of known length (the fit is checked "
+                "at fractions of an epoch)."
+            )
+        self.steps_per_epoch = max(1, int(steps))
+        n = 1 if self.check_steps is None else math.ceil(self.steps_per_epoch / self.check_steps)
+        # batch positions (1-based) after which the fit is checked; the last is the epoch's end
+        self._checked_batches = frozenset(
+            math.ceil(k * self.steps_per_epoch / n) for k in range(1, n + 1)
+        )
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if self.stopped_step is not None:
+            return
+        self.steps += 1
+        if batch_idx + 1 not in self._checked_batches:
+            return
         module = pl_module.module if self.averaging is None else self.averaging.module
         value = mean_elbo(module, self.manager, self.cells)
         self.trace.append(value)
-        if self.stopped_epoch is None and value >= self.target:
-            self.stopped_epoch = len(self.trace)
+        if value >= self.target:
+            self.stopped_step = self.steps
             trainer.should_stop = True
 
 
-def fit_match_callback(task, averaging=None) -> FitMatchStopping | None:
+def fit_match_callback(task, averaging=None, check_steps=None) -> FitMatchStopping | None:
     """A :class:`FitMatchStopping` whose target is the original's mean ELBO on the retain
-    validation cells of ``task`` (scoring ``averaging``'s module when given); ``None`` without
-    a validation split."""
+    validation cells of ``task`` (scoring ``averaging``'s module when given, checked at most
+    every ``check_steps`` steps); ``None`` without a validation split."""
     scored = original_validation_scores(task)
     if scored is None:
         return None
     cells, scores = scored
-    return FitMatchStopping(task.adata_manager, cells, float(scores.mean()), averaging)
+    target = float(scores.mean())
+    return FitMatchStopping(task.adata_manager, cells, target, averaging, check_steps)
