@@ -221,24 +221,50 @@ def test_fast_retrain_match_fit_stops_at_the_first_matching_epoch(trained_model,
 
 
 def test_fast_retrain_match_fit_checks_within_an_epoch(trained_model, forget_names):
-    """With ``check_steps`` shorter than an epoch the fit is checked several times an epoch and
-    training stops at the first matching check, mid-epoch: the record gives the steps and the
-    fractional epochs; the model is bit-identical to the same number of steps without fit
-    matching, and one step earlier the fit was not matched."""
-    kw = {"seed": 0, "max_epochs": 40, "batch_size": 32, **QUIET}
+    """With checks more often than once an epoch, training stops at the first matching check,
+    never later than with a check at each epoch's end (those are among the checks, on the same
+    trajectory): the record gives the steps and the fractional epochs, and the model is
+    bit-identical to the same number of steps without fit matching."""
+    kw = {"seed": 0, "max_epochs": 40, "batch_size": 16, **QUIET}
     matched = trained_model.unlearn(forget_names, method="fast_retrain", check_steps=1, **kw)
+    epochs = trained_model.unlearn(forget_names, method="fast_retrain", check_steps=None, **kw)
     budget = matched.unlearn_record_["budget"]
-    steps, epochs = budget["steps"], budget["epochs"]
-    per_epoch = -(-int(matched.train_indices.size) // 32)  # no 1-cell last batch here
-    assert 1 < steps < 40 * per_epoch
-    assert epochs == pytest.approx(round(steps / per_epoch, 2))
+    steps = budget["steps"]
+    per_epoch = (
+        epochs.unlearn_record_["budget"]["steps"] / epochs.unlearn_record_["budget"]["epochs"]
+    )
+    assert 1 < steps <= epochs.unlearn_record_["budget"]["steps"]
+    assert budget["epochs"] == pytest.approx(round(steps / per_epoch, 2))
     assert matched.unlearn_record_["checks"]["relative_drop"] <= 0
     kw.update(match_fit=False, max_steps=steps, on_degradation="warn")
     same = trained_model.unlearn(forget_names, method="fast_retrain", **kw)
     assert same_state(module_state(same), module_state(matched))
-    kw.update(max_steps=steps - 1)
-    before = trained_model.unlearn(forget_names, method="fast_retrain", **kw)
-    assert before.unlearn_record_["checks"]["relative_drop"] > 0
+
+
+def test_fit_check_interval_bounds_the_checks_cost():
+    """The checks are at least ``cells x 4 draws / batch_size`` steps apart (checking costs at
+    most about a third of training), at most ``check_steps`` beyond that; ``None`` stays."""
+    from scvi_unlearn.unlearn._fit_match import check_interval
+
+    assert check_interval(20, 2048, 128) == 64
+    assert check_interval(20, 350, 128) == 20
+    assert check_interval(100, 2048, 128) == 100
+    assert check_interval(1, 45, 16) == 12
+    assert check_interval(None, 2048, 128) is None
+
+
+def test_step_caps_change_nothing_where_epochs_are_short(trained_model, forget_names):
+    """Where an epoch has at most ``check_steps`` steps and ``average_epochs`` epochs at most
+    ``max_average_steps`` steps (pbmc68k: 4 steps an epoch), the defaults give the model of a
+    3-epoch average checked once an epoch, bit for bit; a cap below that changes it."""
+    kw = {"seed": 0, "max_epochs": 40, **QUIET}
+    default = trained_model.unlearn(forget_names, method="fast_retrain", **kw)
+    uncapped = {"max_average_steps": None, "check_steps": None}
+    epochs = trained_model.unlearn(forget_names, method="fast_retrain", **uncapped, **kw)
+    assert same_state(module_state(default), module_state(epochs))
+    assert default.unlearn_record_["budget"] == epochs.unlearn_record_["budget"]
+    capped = trained_model.unlearn(forget_names, method="fast_retrain", max_average_steps=2, **kw)
+    assert not same_state(module_state(capped), module_state(default))
 
 
 def test_fit_checks_are_evenly_spaced_and_end_each_epoch():
