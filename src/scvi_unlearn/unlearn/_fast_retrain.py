@@ -174,8 +174,9 @@ def fast_retrain(
         ``max_average_steps``, above; on pbmc68k, once an epoch).  At 100,000 simulated cells
         (492 steps an epoch, the original 114 epochs) the defaults stop after 1.1 epochs
         (0.011-0.018x the original's wall time, on a loaded machine) where a 3-epoch average
-        checked once an epoch stopped after 8 (0.086-0.104x); no verdict there
-        (``benchmarks/fit_match_scaling.py --cells 100000``).
+        checked once an epoch stopped after 8 (0.086-0.104x); at 300,000 cells after 0.26 of
+        the original's 38 epochs (0.010-0.011x); no verdict at either size
+        (``benchmarks/fit_match_scaling.py --cells 100000``, ``--cells 300000``).
     accelerator, devices, enable_progress_bar, **trainer_kwargs
         As in :meth:`scvi.model.SCVI.train` (e.g. ``strategy`` for several devices).
 
