@@ -6,7 +6,7 @@ cells) over-fits its training cells, so its held-out ELBO is well below what a s
 schedule reaches.  A forget cell is a cell the retrains never trained on, so a fast retrain
 that generalises *better* than they do fits it better, and the per-cell test reads that as
 "remembers" (``docs/fast_unlearning.md``).  :class:`FitMatchStopping` stops the fast schedule at
-the first epoch whose mean ELBO on the retain validation cells (unseen by both models, the
+the first check whose mean ELBO on the retain validation cells (unseen by both models, the
 cells of the post-unlearning retain check) reaches the original's on the same cells.  On large
 data an epoch is hundreds of steps, so the fit is checked several times an epoch (at most every
 ``check_steps`` steps) and training may stop mid-epoch.
