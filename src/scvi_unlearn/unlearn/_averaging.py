@@ -31,6 +31,19 @@ def check_average_epochs(average_epochs) -> float | None:
     return number_argument("average_epochs", average_epochs, positive=True)
 
 
+def steps_per_epoch(trainer, needed_by: str, why: str) -> int:
+    """The trainer's training batches an epoch (after ``drop_last`` and
+    ``limit_train_batches``; at least 1), or a ``ValueError`` saying that ``needed_by`` needs a
+    dataloader of known length, because the steps an epoch takes ``why``."""
+    steps = trainer.num_training_batches
+    if not math.isfinite(steps):
+        raise ValueError(
+            f"{needed_by} needs a training dataloader of known length (the steps an epoch "
+            f"takes {why})."
+        )
+    return max(1, int(steps))
+
+
 class ExponentialAveraging(Callback):
     """Keep an exponential moving average of the scVI module's weights and buffers, updated
     after every optimizer step with the decay ``exp(-1 / tau)``, ``tau = min(average_epochs *
@@ -66,13 +79,8 @@ class ExponentialAveraging(Callback):
         return None if self._averaged is None else self._averaged.module
 
     def on_train_start(self, trainer, pl_module) -> None:
-        steps = trainer.num_training_batches  # after drop_last and limit_train_batches
-        if not math.isfinite(steps):
-            raise ValueError(
-                "average_epochs needs a training dataloader of known length (the steps an "
-                "epoch takes set the average's time constant)."
-            )
-        tau = self.average_epochs * max(1, int(steps))
+        steps = steps_per_epoch(trainer, "average_epochs", "set the average's time constant")
+        tau = self.average_epochs * steps
         if self.max_steps is not None:
             tau = min(tau, float(self.max_steps))
         self.decay = math.exp(-1.0 / tau)

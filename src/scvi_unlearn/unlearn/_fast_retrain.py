@@ -159,7 +159,7 @@ def fast_retrain(
         the weights by epochs.  Default 60 (with ``check_steps=20``), chosen by measurement
         (``benchmarks/scale_verdict.py --fit-variants "averaged over 60 steps, checked every
         20"``, seeds 0-2, passed against the 3-epoch average checked once an epoch): 5,000
-        simulated cells, random 50, 3/3 vs 2/3 (9-9.5 vs 10.5 epochs), the 134 NK cells 0/3 vs
+        simulated cells, random 50, 3/3 vs 2/3 (9-9.5 vs 10-11 epochs), the 134 NK cells 0/3 vs
         0/3; 10,000 cells, random 50, 3/3 vs 3/3 (6.7-7 vs 10 epochs); 20,000 cells, random 50,
         3/3 vs 3/3 (5.7-6 vs 10 epochs, 0.026-0.029x vs 0.044-0.046x a retrain), the 622 NK
         cells 0/3 vs 0/3 (mean z +1.5 to +1.8 vs +2.5 to +2.9).  pbmc68k (4 steps an epoch) is
@@ -359,17 +359,18 @@ def train_fast(
     for name, flag in (("kl_warmup", kl_warmup), ("match_fit", match_fit)):
         if not isinstance(flag, bool):
             raise ValueError(f"{name} must be True or False, got {flag!r}.")
-    steps = {}
-    for name, value in (("max_average_steps", max_average_steps), ("check_steps", check_steps)):
-        steps[name] = None if value is None else int_argument(name, value, 1)
+    if max_average_steps is not None:
+        max_average_steps = int_argument("max_average_steps", max_average_steps, 1)
+    if check_steps is not None:
+        check_steps = int_argument("check_steps", check_steps, 1)
     callbacks = list(trainer_kwargs.pop("callbacks", None) or [])
     averaging = None
     if (average := check_average_epochs(average_epochs)) is not None:
-        averaging = ExponentialAveraging(average, steps["max_average_steps"])
+        averaging = ExponentialAveraging(average, max_average_steps)
         callbacks.append(averaging)
     stopper = None
     if match_fit:
-        stopper = fit_match_callback(task, averaging, steps["check_steps"], batch_size)
+        stopper = fit_match_callback(task, averaging, check_steps, batch_size)
     if match_fit and stopper is None:
         warnings.warn(
             f"match_fit: the original has fewer than {MIN_CHECK_CELLS} retain validation cells "

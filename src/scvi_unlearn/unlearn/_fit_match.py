@@ -19,6 +19,7 @@ import math
 import numpy as np
 from lightning.pytorch.callbacks import Callback
 
+from scvi_unlearn.unlearn._averaging import steps_per_epoch
 from scvi_unlearn.unlearn._guard import _CHECK_DRAWS as CHECK_DRAWS
 from scvi_unlearn.unlearn._guard import mean_elbo, original_validation_scores
 
@@ -79,13 +80,7 @@ class FitMatchStopping(Callback):
         return self.steps / self.steps_per_epoch if self.steps_per_epoch else 0.0
 
     def on_train_start(self, trainer, pl_module) -> None:
-        steps = trainer.num_training_batches
-        if not math.isfinite(steps):
-            raise ValueError(
-                "match_fit needs a training dataloader of known length (the fit is checked "
-                "at fractions of an epoch)."
-            )
-        self.steps_per_epoch = max(1, int(steps))
+        self.steps_per_epoch = steps_per_epoch(trainer, "match_fit", "place the fit checks")
         n = 1 if self.check_steps is None else math.ceil(self.steps_per_epoch / self.check_steps)
         # batch positions (1-based) after which the fit is checked; the last is the epoch's end
         self._checked_batches = frozenset(
