@@ -41,9 +41,7 @@ class AverageTrace(Callback):
         self.rows: list[dict] = []
 
     def on_train_start(self, trainer, pl_module) -> None:
-        from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-
-        from scvi_unlearn.unlearn._averaging import ExponentialAveraging
+        from scvi_unlearn.unlearn._averaging import ExponentialAveraging, exponential_average
         from scvi_unlearn.unlearn._fit_match import FitMatchStopping
 
         self.stopper = next(c for c in trainer.callbacks if isinstance(c, FitMatchStopping))
@@ -51,14 +49,7 @@ class AverageTrace(Callback):
         self.target, self.stopper.target = self.stopper.target, math.inf
         self.per_epoch = int(trainer.num_training_batches)
         self.every = max(1, self.per_epoch // self.checks)
-        self.averages = {
-            tau: AveragedModel(
-                pl_module.module,
-                multi_avg_fn=get_ema_multi_avg_fn(math.exp(-1 / tau)),
-                use_buffers=True,
-            )
-            for tau in self.taus
-        }
+        self.averages = {tau: exponential_average(pl_module.module, tau) for tau in self.taus}
         self.step, self.t0 = 0, time.perf_counter()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:

@@ -44,6 +44,16 @@ def steps_per_epoch(trainer, needed_by: str, why: str) -> int:
     return max(1, int(steps))
 
 
+def exponential_average(module, tau: float) -> AveragedModel:
+    """A copy of ``module`` (weights and buffers) that
+    :meth:`~torch.optim.swa_utils.AveragedModel.update_parameters` moves towards the module's
+    current values with the decay ``exp(-1 / tau)``: an exponential moving average with a time
+    constant of ``tau`` updates."""
+    return AveragedModel(
+        module, multi_avg_fn=get_ema_multi_avg_fn(math.exp(-1.0 / tau)), use_buffers=True
+    )
+
+
 class ExponentialAveraging(Callback):
     """Keep an exponential moving average of the scVI module's weights and buffers, updated
     after every optimizer step with the decay ``exp(-1 / tau)``, ``tau = min(average_epochs *
@@ -84,9 +94,7 @@ class ExponentialAveraging(Callback):
         if self.max_steps is not None:
             tau = min(tau, float(self.max_steps))
         self.decay = math.exp(-1.0 / tau)
-        self._averaged = AveragedModel(
-            pl_module.module, multi_avg_fn=get_ema_multi_avg_fn(self.decay), use_buffers=True
-        )
+        self._averaged = exponential_average(pl_module.module, tau)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self._averaged.update_parameters(pl_module.module)
