@@ -44,7 +44,9 @@ class DataInit(Callback):
     each gene's pooled share of the counts, ``p_g = sum x_g / sum l`` (``l`` the library size),
     and the gene dispersion ``log theta`` to its method-of-moments estimate under
     ``x ~ NB(l p_g, theta_g)``, ``theta_g = sum (l p_g)^2 / sum ((x_g - l p_g)^2 - l p_g)``
-    (clipped to ``[1e-2, 1e4]``).  Exact: only cells the new model trains on are read."""
+    (clipped to ``[1e-2, 1e4]``).  Exact: only cells the new model trains on are read.  The
+    pass draws one epoch's shuffle, so the minibatch order differs from the default start's, as
+    it would with another seed."""
 
     def on_train_start(self, trainer, pl_module) -> None:
         module = pl_module.module
@@ -65,8 +67,9 @@ class DataInit(Callback):
             module.px_r.copy_(torch.log(theta).to(module.px_r))
 
 
-#: ``--runs``: label and ``fast_retrain`` arguments of each variant; all but "averaged 3" without
-#: the moving average of the weights, as they were measured before it became the default
+#: ``--runs``: label and ``fast_retrain`` arguments of each variant; all but "averaged 3" and
+#: "data init" without the moving average of the weights, as they were measured before it
+#: became the default
 RUNS = {
     "fit-matched": {"match_fit": True, "average_epochs": None},
     "full budget": FULL_BUDGET,
