@@ -41,8 +41,8 @@ class AverageTrace(Callback):
         self.rows: list[dict] = []
 
     def on_train_start(self, trainer, pl_module) -> None:
-        from scvi_unlearn.unlearn._averaging import ExponentialAveraging, exponential_average
-        from scvi_unlearn.unlearn._fit_match import FitMatchStopping
+        from scvi_unlearn.unlearn.core._averaging import ExponentialAveraging, exponential_average
+        from scvi_unlearn.unlearn.core._fit_match import FitMatchStopping
 
         self.stopper = next(c for c in trainer.callbacks if isinstance(c, FitMatchStopping))
         self.own = next(c for c in trainer.callbacks if isinstance(c, ExponentialAveraging))
@@ -53,7 +53,7 @@ class AverageTrace(Callback):
         self.step, self.t0 = 0, time.perf_counter()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        from scvi_unlearn.unlearn._guard import mean_elbo
+        from scvi_unlearn.unlearn.core._guard import mean_elbo
 
         self.step += 1
         for average in self.averages.values():

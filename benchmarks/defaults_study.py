@@ -222,7 +222,7 @@ def markdown_table(rows: list[dict]) -> str:
 def _bound(r) -> float:
     """The check's decision statistic: drop + CHECK_Z x its standard error (rows measured before
     the check had its margin have no ``guard_se``: nan)."""
-    from scvi_unlearn.unlearn._guard import CHECK_Z
+    from scvi_unlearn.unlearn.core._guard import CHECK_Z
 
     return r["guard_drop"] + CHECK_Z * r.get("guard_se", float("nan"))
 

@@ -12,8 +12,8 @@ Run::
 otherwise the default architecture).  It times, in one process and interleaved (DP, plain, DP,
 plain, ...) so that both see the same machine load:
 
-* a **DP epoch**: one epoch of :func:`scvi_unlearn.unlearn._dp_sgd.train_dp_module` (Opacus,
-  ghost clipping with the likelihood differentiated once per step (``_dp_split``), Poisson
+* a **DP epoch**: one epoch of :func:`scvi_unlearn.unlearn.private._dp_sgd.train_dp_module`
+  (Opacus, ghost clipping with the likelihood differentiated once per step (``_dp_split``), Poisson
   sampling at rate ``1 / ceil(n / batch)``, Adam), timed by its
   ``on_epoch_end`` callback, so the one-off accountant calibration is excluded (reported apart);
 * a **plain epoch**: the same model, the same per-cell loss (:class:`PerCellELBO`), the same
@@ -76,7 +76,7 @@ def plain_epochs(module, manager, train_indices, *, batch_size, lr, epochs, loss
     import torch
     from scvi.data import AnnTorchDataset
 
-    from scvi_unlearn.unlearn._dp_training import (
+    from scvi_unlearn.unlearn.private._dp_training import (
         PerCellELBO,
         _fetch_batch,
         _freeze_unused,
@@ -118,8 +118,8 @@ def speed(args) -> None:
 
     import scvi_unlearn as su
     from scvi_unlearn._seeding import isolated_seed
-    from scvi_unlearn.unlearn._dp_sgd import LAYER_NORM
-    from scvi_unlearn.unlearn._dp_training import train_dp_module
+    from scvi_unlearn.unlearn.private._dp_sgd import LAYER_NORM
+    from scvi_unlearn.unlearn.private._dp_training import train_dp_module
 
     adata = su.data.simulate(args.cells, args.genes, random_state=0)
     su.SCVI.setup_anndata(adata, layer="counts", labels_key="cell_type")

@@ -6,7 +6,7 @@ warm-up epoch): the default recipe (scvi-tools' plan, lr 1e-3) and fast_retrain'
 lr 1.2e-2).  The full retrain is *not* run: its cost is its per-epoch time x scvi-tools' epoch
 heuristic (400 epochs up to 20k cells, then 8M / n), and fast_retrain's is its per-epoch time x
 its default budget ``min(E, max(min_epochs, ceil(epoch_fraction x E)))`` (0.15 and 30:
-:func:`scvi_unlearn.unlearn._fast_retrain.fast_budget`) -- its worst case: by default
+:func:`scvi_unlearn.unlearn.exact._fast_retrain.fast_budget`) -- its worst case: by default
 (``match_fit``) it stops as soon as it fits the retain validation cells as the original does.
 
     python benchmarks/fast_retrain_scaling.py --threads 1

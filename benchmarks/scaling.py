@@ -127,7 +127,7 @@ def default_budget(method, original_epochs: int) -> int:
     trained ``original_epochs`` epochs (the defaults read from the method's signature)."""
     import inspect
 
-    from scvi_unlearn.unlearn._fast_retrain import fast_budget
+    from scvi_unlearn.unlearn.exact._fast_retrain import fast_budget
 
     params = inspect.signature(method).parameters
     fraction, floor = params["epoch_fraction"].default, params["min_epochs"].default

@@ -39,7 +39,7 @@ class GroupTrace(Callback):
         self.rows: list[dict] = []
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
-        from scvi_unlearn.unlearn._averaging import ExponentialAveraging
+        from scvi_unlearn.unlearn.core._averaging import ExponentialAveraging
 
         averaged = [c for c in trainer.callbacks if isinstance(c, ExponentialAveraging)]
         module = averaged[0].module if averaged else pl_module.module
@@ -48,7 +48,7 @@ class GroupTrace(Callback):
 
 def group_scorer(su, adata, model, forget):
     """A function of a module: the mean ELBO of each of :data:`GROUPS` (4 seeded draws)."""
-    from scvi_unlearn.unlearn._guard import cell_elbos
+    from scvi_unlearn.unlearn.core._guard import cell_elbos
 
     members = model.adata
     forget_pos = members.obs_names.get_indexer(np.asarray(forget))

@@ -12,7 +12,7 @@ from scvi.dataloaders import AnnDataLoader
 
 import scvi_unlearn as su
 from conftest import dense, forget_advantage, module_state, same_state
-from scvi_unlearn.unlearn import _distill
+from scvi_unlearn.unlearn.approximate import _distill
 
 QUIET = {"enable_progress_bar": False, "on_degradation": "warn"}
 #: a short run with both guards

@@ -18,9 +18,9 @@ import scvi_unlearn as su
 from conftest import module_state
 from scvi_unlearn._seeding import isolated_seed
 from scvi_unlearn.metrics import per_cell_elbo
-from scvi_unlearn.unlearn import _dp_training
-from scvi_unlearn.unlearn._dp_sgd import LAYER_NORM, train_private
-from scvi_unlearn.unlearn._dp_training import PerCellELBO
+from scvi_unlearn.unlearn.private import _dp_training
+from scvi_unlearn.unlearn.private._dp_sgd import LAYER_NORM, train_private
+from scvi_unlearn.unlearn.private._dp_training import PerCellELBO
 
 #: a few epochs at a high learning rate: enough to move the ELBO far from its initial value
 FAST = {"max_epochs": 4, "batch_size": 128, "lr": 1e-2, "enable_progress_bar": False}
@@ -288,7 +288,7 @@ def test_train_private_refuses_batch_norm(fresh_train):
 
 def test_empty_poisson_sample_is_a_noise_step(fresh_train):
     """With 2 cells sampled at rate 1/2, some steps draw no cell: they still count."""
-    from scvi_unlearn.unlearn._dp_training import train_dp_module
+    from scvi_unlearn.unlearn.private._dp_training import train_dp_module
 
     with isolated_seed(0):
         model = su.SCVI(fresh_train, n_hidden=16, **LAYER_NORM)
@@ -331,7 +331,7 @@ def test_one_likelihood_pass_gives_opacus_clipped_sum(fresh_train, dispersion, l
     from opacus import PrivacyEngine
     from scvi.data import AnnTorchDataset
 
-    from scvi_unlearn.unlearn._dp_split import clipped_backward
+    from scvi_unlearn.unlearn.private._dp_split import clipped_backward
 
     with isolated_seed(0):
         model = su.SCVI(

@@ -11,7 +11,7 @@ import torch
 
 import scvi_unlearn as su
 from conftest import dense, forget_advantage, module_state, same_state
-from scvi_unlearn.unlearn import _langevin
+from scvi_unlearn.unlearn.approximate import _langevin
 
 QUIET = {"enable_progress_bar": False, "on_degradation": "warn"}
 #: a short run (the noise is added after each of its steps)

@@ -10,7 +10,7 @@ import torch
 
 import scvi_unlearn as su
 from scvi_unlearn.metrics import per_cell_elbo
-from scvi_unlearn.unlearn import _reinit_finetune as rf
+from scvi_unlearn.unlearn.approximate import _reinit_finetune as rf
 
 QUIET = {"enable_progress_bar": False, "on_degradation": "warn"}
 #: a short run at the default fraction

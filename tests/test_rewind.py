@@ -10,7 +10,7 @@ import pytest
 import scvi_unlearn as su
 from conftest import dense, forget_advantage, module_state, same_state
 from scvi_unlearn._seeding import isolated_seed
-from scvi_unlearn.unlearn import _rewind
+from scvi_unlearn.unlearn.approximate import _rewind
 
 QUIET = {"enable_progress_bar": False, "on_degradation": "warn"}
 MODEL = {"n_latent": 10, "n_hidden": 64}

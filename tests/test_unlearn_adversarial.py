@@ -15,7 +15,7 @@ import scvi_unlearn as su
 from conftest import module_state
 from scvi_unlearn.metrics import per_cell_elbo
 from scvi_unlearn.unlearn import ExtraAdam, ExtraSGD
-from scvi_unlearn.unlearn._critic import (
+from scvi_unlearn.unlearn.adversarial._critic import (
     FEATURE_NAMES,
     MembershipCritic,
     balanced_bce,

@@ -14,7 +14,7 @@ from lightning.pytorch.callbacks import Callback
 import scvi_unlearn as su
 from conftest import forget_advantage, module_state, same_state
 from scvi_unlearn.metrics import per_cell_elbo
-from scvi_unlearn.unlearn._averaging import ExponentialAveraging
+from scvi_unlearn.unlearn.core._averaging import ExponentialAveraging
 
 QUIET = {"enable_progress_bar": False}
 
@@ -244,7 +244,7 @@ def test_fast_retrain_match_fit_checks_within_an_epoch(trained_model, forget_nam
 def test_fit_check_interval_bounds_the_checks_cost():
     """The checks are at least ``cells x 4 draws / batch_size`` steps apart (checking costs at
     most about a third of training), at most ``check_steps`` beyond that; ``None`` stays."""
-    from scvi_unlearn.unlearn._fit_match import check_interval
+    from scvi_unlearn.unlearn.core._fit_match import check_interval
 
     assert check_interval(20, 2048, 128) == 64
     assert check_interval(20, 350, 128) == 20
@@ -272,7 +272,7 @@ def test_fit_checks_are_evenly_spaced_and_end_each_epoch():
     the epoch's last batch; without ``check_steps`` one check, at the epoch's end."""
     from types import SimpleNamespace
 
-    from scvi_unlearn.unlearn._fit_match import FitMatchStopping
+    from scvi_unlearn.unlearn.core._fit_match import FitMatchStopping
 
     for steps, check, expected in (
         (492, 100, {99, 197, 296, 394, 492}),
@@ -298,7 +298,7 @@ def test_retrain_seeds_differ_and_repeat(runs, trained_model, forget_names):
 def test_fisher_noise_spares_retain_directions(trained_model, forget_names):
     """Noise shaped by the inverse retain Fisher hurts the retain ELBO less than isotropic noise
     of the same total norm (the claim of Fisher forgetting)."""
-    from scvi_unlearn.unlearn._guard import mean_elbo
+    from scvi_unlearn.unlearn.core._guard import mean_elbo
 
     new = trained_model.unlearn(forget_names, method="fisher", alpha=3e-5, seed=0)
     base, noisy = module_state(trained_model), module_state(new)
@@ -449,7 +449,7 @@ def test_original_kl_weight_follows_the_recorded_warmup():
     """The original's last-epoch KL weight from its recipe: scvi-tools' default warm-up over
     400 epochs (epoch ``E - 1`` of it), a recorded warm-up, minimum or maximum, no warm-up; a
     step-based warm-up is refused."""
-    from scvi_unlearn.unlearn._fast_retrain import original_kl_weight
+    from scvi_unlearn.unlearn.exact._fast_retrain import original_kl_weight
 
     assert original_kl_weight({"max_epochs": 200, "plan_kwargs": None}) == pytest.approx(0.4975)
     assert original_kl_weight({"max_epochs": 400}) == pytest.approx(0.9975)

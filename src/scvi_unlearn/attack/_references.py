@@ -74,7 +74,7 @@ def train_references(
     -------
     The retrained models, in the order of ``seeds``.
     """
-    from scvi_unlearn.unlearn._parallel import UnlearningJob, run_jobs
+    from scvi_unlearn.unlearn.core._parallel import UnlearningJob, run_jobs
 
     names = as_obs_names(forget, "forget")
     seeds = [int(s) for s in seeds]

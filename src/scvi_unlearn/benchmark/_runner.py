@@ -12,7 +12,7 @@ from anndata import AnnData
 
 from scvi_unlearn.benchmark._arguments import original_train_kwargs, resolve_arguments
 from scvi_unlearn.benchmark._result import BenchmarkResult
-from scvi_unlearn.unlearn._parallel import UnlearningJob, run_jobs
+from scvi_unlearn.unlearn.core._parallel import UnlearningJob, run_jobs
 
 
 def _as_names(forget) -> np.ndarray:

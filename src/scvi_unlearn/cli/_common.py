@@ -257,7 +257,7 @@ def check_params(method: str, params: dict[str, Any]) -> None:
     import inspect
 
     import scvi_unlearn as su
-    from scvi_unlearn.unlearn._registry import bind_hyperparameters
+    from scvi_unlearn.unlearn.core._registry import bind_hyperparameters
 
     func = su.unlearn.get_method(method)  # ValueError listing the available methods
     try:

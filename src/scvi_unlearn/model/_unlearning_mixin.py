@@ -121,7 +121,7 @@ class UnlearningMixin:
         >>> new = model.unlearn(forget, method="retrain")
         >>> new.unlearn_record_["n_forget"]
         """
-        from scvi_unlearn.unlearn._engine import run_unlearning
+        from scvi_unlearn.unlearn.core._engine import run_unlearning
 
         return run_unlearning(
             self,

@@ -7,31 +7,42 @@ Use through :meth:`scvi_unlearn.SCVI.unlearn`::
 :data:`METHODS` maps names to methods; :func:`register` adds a user method.  Each built-in
 method lives in its own module and documents its paper, hyper-parameters and measured defaults
 (see ``docs/unlearning.md``).
+
+The folders show what each method guarantees: :mod:`~scvi_unlearn.unlearn.exact` (a fresh model
+on the retain cells: ``fast_retrain``, the default, and ``retrain``),
+:mod:`~scvi_unlearn.unlearn.private` (``dp_sgd``, exact and differentially private),
+:mod:`~scvi_unlearn.unlearn.approximate` and :mod:`~scvi_unlearn.unlearn.adversarial` (edits of
+the original; research baselines), and :mod:`~scvi_unlearn.unlearn.core` (the machinery they
+share: registry, task, training plan, datamodule, budget, guard, record).
 """
 
-from scvi_unlearn.unlearn._budget import (
-    RETAIN_CAP,
-    RETAIN_FLOOR,
-    RETAIN_PER_FORGET,
-    retain_sample_size,
-)
-from scvi_unlearn.unlearn._conditional_reset import conditional_reset
-from scvi_unlearn.unlearn._contrastive import ContrastivePlan, contrastive
-from scvi_unlearn.unlearn._datamodule import RetainForgetDataModule
-from scvi_unlearn.unlearn._distill import DistillPlan, distill
-from scvi_unlearn.unlearn._dp_sgd import dp_sgd, train_private
-from scvi_unlearn.unlearn._engine import DEFAULT_METHOD
-from scvi_unlearn.unlearn._extragradient import (
+from scvi_unlearn.unlearn.adversarial._extragradient import (
     ExtraAdam,
     ExtragradientPlan,
     ExtraSGD,
     extragradient,
 )
-from scvi_unlearn.unlearn._fast_retrain import CosineTrainingPlan, fast_retrain
-from scvi_unlearn.unlearn._finetune import RetainTrainingPlan, finetune
-from scvi_unlearn.unlearn._fisher import PreconditionedSGD, fisher
-from scvi_unlearn.unlearn._gradient_ascent import NegGradPlusPlan, gradient_ascent
-from scvi_unlearn.unlearn._guard import (
+from scvi_unlearn.unlearn.adversarial._mi_regularized import MIRegularizedPlan, mi_regularized
+from scvi_unlearn.unlearn.approximate._conditional_reset import conditional_reset
+from scvi_unlearn.unlearn.approximate._contrastive import ContrastivePlan, contrastive
+from scvi_unlearn.unlearn.approximate._distill import DistillPlan, distill
+from scvi_unlearn.unlearn.approximate._finetune import RetainTrainingPlan, finetune
+from scvi_unlearn.unlearn.approximate._fisher import PreconditionedSGD, fisher
+from scvi_unlearn.unlearn.approximate._gradient_ascent import NegGradPlusPlan, gradient_ascent
+from scvi_unlearn.unlearn.approximate._langevin import LangevinPlan, langevin
+from scvi_unlearn.unlearn.approximate._reinit_finetune import reinit_finetune
+from scvi_unlearn.unlearn.approximate._rewind import rewind
+from scvi_unlearn.unlearn.approximate._scrub import ScrubPlan, scrub
+from scvi_unlearn.unlearn.approximate._ssd import ssd
+from scvi_unlearn.unlearn.core._budget import (
+    RETAIN_CAP,
+    RETAIN_FLOOR,
+    RETAIN_PER_FORGET,
+    retain_sample_size,
+)
+from scvi_unlearn.unlearn.core._datamodule import RetainForgetDataModule
+from scvi_unlearn.unlearn.core._engine import DEFAULT_METHOD
+from scvi_unlearn.unlearn.core._guard import (
     CHECK_Z,
     MIN_CHECK_CELLS,
     RETAIN_CONFIDENCE,
@@ -39,24 +50,20 @@ from scvi_unlearn.unlearn._guard import (
     UnlearningError,
     UnlearningWarning,
 )
-from scvi_unlearn.unlearn._langevin import LangevinPlan, langevin
-from scvi_unlearn.unlearn._mi_regularized import MIRegularizedPlan, mi_regularized
-from scvi_unlearn.unlearn._parallel import UnlearningJob, run_jobs
-from scvi_unlearn.unlearn._plan import NonFiniteLossError, UnlearningTrainingPlan
-from scvi_unlearn.unlearn._record import forget_digest, verify_forget_digest
-from scvi_unlearn.unlearn._registry import (
+from scvi_unlearn.unlearn.core._parallel import UnlearningJob, run_jobs
+from scvi_unlearn.unlearn.core._plan import NonFiniteLossError, UnlearningTrainingPlan
+from scvi_unlearn.unlearn.core._record import forget_digest, verify_forget_digest
+from scvi_unlearn.unlearn.core._registry import (
     FROM_SCRATCH,
     METHODS,
     get_method,
     register,
     trainer_arguments,
 )
-from scvi_unlearn.unlearn._reinit_finetune import reinit_finetune
-from scvi_unlearn.unlearn._retrain import retrain
-from scvi_unlearn.unlearn._rewind import rewind
-from scvi_unlearn.unlearn._scrub import ScrubPlan, scrub
-from scvi_unlearn.unlearn._ssd import ssd
-from scvi_unlearn.unlearn._task import UnlearningTask
+from scvi_unlearn.unlearn.core._task import UnlearningTask
+from scvi_unlearn.unlearn.exact._fast_retrain import CosineTrainingPlan, fast_retrain
+from scvi_unlearn.unlearn.exact._retrain import retrain
+from scvi_unlearn.unlearn.private._dp_sgd import dp_sgd, train_private
 
 __all__ = [
     "CHECK_Z",

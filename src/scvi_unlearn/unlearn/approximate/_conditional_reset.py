@@ -7,9 +7,9 @@ from typing import Any
 import numpy as np
 from scvi import REGISTRY_KEYS
 
-from scvi_unlearn.unlearn._finetune import train_on_retain
-from scvi_unlearn.unlearn._guard import UnlearningError
-from scvi_unlearn.unlearn._registry import register
+from scvi_unlearn.unlearn.approximate._finetune import train_on_retain
+from scvi_unlearn.unlearn.core._guard import UnlearningError
+from scvi_unlearn.unlearn.core._registry import register
 
 _PARTIAL = ("raise", "skip", "reset")
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from scvi_unlearn.unlearn._importances import forget_importance, pooled, retain_importance
-from scvi_unlearn.unlearn._registry import register
+from scvi_unlearn.unlearn.core._importances import forget_importance, pooled, retain_importance
+from scvi_unlearn.unlearn.core._registry import register
 
 
 @register("ssd")

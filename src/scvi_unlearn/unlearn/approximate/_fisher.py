@@ -7,11 +7,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from scvi_unlearn.unlearn._budget import sample_positions
-from scvi_unlearn.unlearn._gradient_ascent import NegGradPlusPlan
-from scvi_unlearn.unlearn._guard import mean_elbo
-from scvi_unlearn.unlearn._importances import retain_importance
-from scvi_unlearn.unlearn._registry import register
+from scvi_unlearn.unlearn.approximate._gradient_ascent import NegGradPlusPlan
+from scvi_unlearn.unlearn.core._budget import sample_positions
+from scvi_unlearn.unlearn.core._guard import mean_elbo
+from scvi_unlearn.unlearn.core._importances import retain_importance
+from scvi_unlearn.unlearn.core._registry import register
 
 
 class PreconditionedSGD(torch.optim.Optimizer):
@@ -48,7 +48,8 @@ _CALIBRATION_CELLS, _BISECTIONS = 1024, 4
 def _calibrated_alpha(task, model, add_noise, budget: float) -> tuple[float, float]:
     """The largest ``alpha`` whose noise keeps the retain-ELBO drop within ``budget``.
 
-    The drop is the relative loss of mean ELBO (:func:`~scvi_unlearn.unlearn._guard.mean_elbo`,
+    The drop is the relative loss of mean ELBO
+    (:func:`~scvi_unlearn.unlearn.core._guard.mean_elbo`,
     4 seeded draws) of the noised model against the original on a seeded sample of at most
     1,024 retain *training* cells (the engine's check scores the retain validation cells, so the
     two stay separate).  ``alpha`` is bracketed by factors of 4 from 5e-5 within [1e-9, 1e-2],

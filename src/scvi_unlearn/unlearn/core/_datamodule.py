@@ -9,7 +9,7 @@ from scvi import settings
 from scvi.dataloaders import AnnDataLoader
 from torch.utils.data import BatchSampler, DataLoader, RandomSampler
 
-from scvi_unlearn.unlearn._budget import sample_positions
+from scvi_unlearn.unlearn.core._budget import sample_positions
 
 #: minibatches smaller than this are dropped from the retain loader (scVI's BatchNorm needs >= 2
 #: cells, and scvi-tools' DataSplitter moves such tails out of the training set for this reason)

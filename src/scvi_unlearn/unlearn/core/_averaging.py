@@ -20,12 +20,12 @@ import math
 from lightning.pytorch.callbacks import Callback
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from scvi_unlearn.unlearn._arguments import number_argument
+from scvi_unlearn.unlearn.core._arguments import number_argument
 
 
 def check_average_epochs(average_epochs) -> float | None:
     """``average_epochs`` as a float (``None``: no averaging); a clear error unless > 0
-    (:func:`~scvi_unlearn.unlearn._arguments.number_argument`)."""
+    (:func:`~scvi_unlearn.unlearn.core._arguments.number_argument`)."""
     if average_epochs is None:
         return None
     return number_argument("average_epochs", average_epochs, positive=True)
@@ -73,7 +73,7 @@ class ExponentialAveraging(Callback):
     ----------
     module
         The averaged module (``None`` before training starts): what training returns, so what
-        :class:`~scvi_unlearn.unlearn._fit_match.FitMatchStopping` scores.
+        :class:`~scvi_unlearn.unlearn.core._fit_match.FitMatchStopping` scores.
     decay
         The per-step decay (``None`` before training starts).
     """

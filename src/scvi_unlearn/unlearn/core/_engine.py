@@ -9,7 +9,7 @@ Steps of one request:
    categorical mappings and the architecture are identical);
 3. run the method inside :func:`~scvi_unlearn._seeding.isolated_seed` (the caller's global random
    state is restored afterwards) on an :class:`UnlearningTask`;
-4. check the result (:func:`~scvi_unlearn.unlearn._guard.check_unlearned_model`), set the new
+4. check the result (:func:`~scvi_unlearn.unlearn.core._guard.check_unlearned_model`), set the new
    model's training record to the retain cells and attach ``unlearn_record_``.
 
 The original model and the caller's AnnData are only read: every method works on copies, so they
@@ -28,16 +28,16 @@ from anndata import AnnData
 
 from scvi_unlearn._evaluation import minified_type
 from scvi_unlearn._seeding import isolated_seed
-from scvi_unlearn.unlearn._guard import (
+from scvi_unlearn.unlearn.core._guard import (
     RETAIN_CONFIDENCE,
     RETAIN_TOLERANCE,
     check_cells_names,
     check_unlearned_model,
     confidence_z,
 )
-from scvi_unlearn.unlearn._record import new_record
-from scvi_unlearn.unlearn._registry import FROM_SCRATCH, bind_hyperparameters, get_method
-from scvi_unlearn.unlearn._task import UnlearningTask, _minimal_copy
+from scvi_unlearn.unlearn.core._record import new_record
+from scvi_unlearn.unlearn.core._registry import FROM_SCRATCH, bind_hyperparameters, get_method
+from scvi_unlearn.unlearn.core._task import UnlearningTask, _minimal_copy
 
 #: method used when ``unlearn()`` is called without one: the only one that passes the per-cell
 #: retrain-equivalence verdict (exact, fast schedule; see docs/fast_unlearning.md for why)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from scvi_unlearn.unlearn._registry import register
+from scvi_unlearn.unlearn.core._registry import register
 
 #: recipe entries that are provenance, not train() arguments
 _NOT_ARGUMENTS = (

@@ -11,8 +11,8 @@ from anndata import AnnData
 from scvi.model._utils import use_distributed_sampler
 from scvi.train import TrainRunner
 
-from scvi_unlearn.unlearn._budget import retain_sample_size, sample_positions
-from scvi_unlearn.unlearn._datamodule import RetainForgetDataModule, drops_last_batch
+from scvi_unlearn.unlearn.core._budget import retain_sample_size, sample_positions
+from scvi_unlearn.unlearn.core._datamodule import RetainForgetDataModule, drops_last_batch
 
 
 class UnlearningTask:
@@ -49,7 +49,7 @@ class UnlearningTask:
         (:meth:`retain_sample_positions`).
     teacher_scores
         Per-cell ELBOs of the original, keyed by the cells they score, computed once per
-        request (:func:`~scvi_unlearn.unlearn._guard.original_validation_scores`: the
+        request (:func:`~scvi_unlearn.unlearn.core._guard.original_validation_scores`: the
         fit-matching target and the retain check share them).
     """
 
@@ -133,7 +133,7 @@ class UnlearningTask:
         """scvi-tools ``datasplitter_kwargs`` for a model trained on the retain cells in their
         original roles (:meth:`retain_indexing`) with ``batch_size`` cells a batch; with
         ``drop_last`` when the last training batch would be dropped
-        (:func:`~scvi_unlearn.unlearn._datamodule.drops_last_batch`: a 1-2 cell batch breaks
+        (:func:`~scvi_unlearn.unlearn.core._datamodule.drops_last_batch`: a 1-2 cell batch breaks
         BatchNorm)."""
         splitter: dict[str, Any] = {"external_indexing": self.retain_indexing()}
         if drops_last_batch(self.train_indices.size, batch_size):
@@ -221,7 +221,8 @@ class UnlearningTask:
             Whether every step also gets a (cycled) forget minibatch.
         retain_sample
             Retain training cells per epoch, as
-            :func:`~scvi_unlearn.unlearn._budget.retain_sample_size` resolves it (``None``: the
+            :func:`~scvi_unlearn.unlearn.core._budget.retain_sample_size` resolves it (``None``:
+            the
             default rule, proportional to the forget set; ``"all"``: every cell).
         """
         size = retain_sample_size(self.n_forget, self.train_indices.size, retain_sample)
@@ -239,7 +240,7 @@ class UnlearningTask:
 
     def retain_sample_positions(self, retain_sample: int | str | None = None) -> np.ndarray:
         """Positions in :attr:`adata` of a seeded random sample of the retain cells (training and
-        validation), sized by :func:`~scvi_unlearn.unlearn._budget.retain_sample_size`; for
+        validation), sized by :func:`~scvi_unlearn.unlearn.core._budget.retain_sample_size`; for
         estimates of a mean over the retain cells (Fisher importances)."""
         size = retain_sample_size(self.n_forget, self.adata.n_obs, retain_sample)
         self.budget["retain_cells_importance"] = size

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from scvi.train import TrainingPlan
 
-from scvi_unlearn.unlearn._losses import forward_per_cell
+from scvi_unlearn.unlearn.core._losses import forward_per_cell
 
 
 class NonFiniteLossError(FloatingPointError):

@@ -7,8 +7,13 @@ from typing import Any
 
 import torch
 
-from scvi_unlearn.unlearn._critic import CriticPlan, check_game, fit_with_critic, mi_lower_bound
-from scvi_unlearn.unlearn._registry import register
+from scvi_unlearn.unlearn.adversarial._critic import (
+    CriticPlan,
+    check_game,
+    fit_with_critic,
+    mi_lower_bound,
+)
+from scvi_unlearn.unlearn.core._registry import register
 
 
 class Extragradient(torch.optim.Optimizer):
@@ -201,7 +206,8 @@ def extragradient(
     points and other problems"; Gidel et al. 2019, "A Variational Inequality Perspective on
     Generative Adversarial Networks", ICLR).  The critic (:class:`MembershipCritic`, a
     spectrally normalised MLP) sees per-cell features of the current VAE
-    (:func:`~scvi_unlearn.unlearn._critic.membership_features`: reconstruction NLL per count
+    (:func:`~scvi_unlearn.unlearn.adversarial._critic.membership_features`: reconstruction NLL per
+    count
     and KL at the posterior mean, posterior log-variance and mean norm) of forget cells and of
     **non-members** and minimises its class-balanced cross-entropy ``CE``; the VAE minimises
     the retain negative ELBO (fixed KL weight) plus ``adversary_weight * (log 2 - CE)``, so
@@ -247,7 +253,7 @@ def extragradient(
     batch_size, forget_batch_size
         Retain / forget (and non-member) cells per minibatch (default ``batch_size``).
     retain_sample
-        Retain training cells per epoch (:mod:`scvi_unlearn.unlearn._budget`).
+        Retain training cells per epoch (:mod:`scvi_unlearn.unlearn.core._budget`).
     accelerator, devices, enable_progress_bar, **trainer_kwargs
         As in :meth:`scvi.model.SCVI.train`.
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from scvi_unlearn.unlearn._plan import UnlearningTrainingPlan
-from scvi_unlearn.unlearn._registry import register
+from scvi_unlearn.unlearn.core._plan import UnlearningTrainingPlan
+from scvi_unlearn.unlearn.core._registry import register
 
 
 class RetainTrainingPlan(UnlearningTrainingPlan):

@@ -19,9 +19,9 @@ import math
 import numpy as np
 from lightning.pytorch.callbacks import Callback
 
-from scvi_unlearn.unlearn._averaging import steps_per_epoch
-from scvi_unlearn.unlearn._guard import _CHECK_DRAWS as CHECK_DRAWS
-from scvi_unlearn.unlearn._guard import mean_elbo, original_validation_scores
+from scvi_unlearn.unlearn.core._averaging import steps_per_epoch
+from scvi_unlearn.unlearn.core._guard import _CHECK_DRAWS as CHECK_DRAWS
+from scvi_unlearn.unlearn.core._guard import mean_elbo, original_validation_scores
 
 
 class FitMatchStopping(Callback):
@@ -31,7 +31,8 @@ class FitMatchStopping(Callback):
     optimizer steps, ``ceil(steps_per_epoch / check_steps)`` times an epoch, evenly spaced, the
     last at the epoch's end.
 
-    The ELBO is :func:`~scvi_unlearn.unlearn._guard.mean_elbo` (4 posterior draws, seeded, eval
+    The ELBO is :func:`~scvi_unlearn.unlearn.core._guard.mean_elbo` (4 posterior draws, seeded,
+    eval
     mode, the caller's random state restored), so evaluating it does not change the training.
 
     Parameters
@@ -43,7 +44,8 @@ class FitMatchStopping(Callback):
     target
         Mean ELBO (higher is better) at which training stops.
     averaging
-        An :class:`~scvi_unlearn.unlearn._averaging.ExponentialAveraging` of the same training:
+        An :class:`~scvi_unlearn.unlearn.core._averaging.ExponentialAveraging` of the same
+        training:
         its averaged module (what training returns) is scored instead of the current weights.
     check_steps
         Most optimizer steps between two checks (``None``: once an epoch).

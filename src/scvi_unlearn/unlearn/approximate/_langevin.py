@@ -7,11 +7,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from scvi_unlearn.unlearn._arguments import fraction_argument, int_argument, number_argument
-from scvi_unlearn.unlearn._budget import retain_sample_size
-from scvi_unlearn.unlearn._distill import anneal_factors
-from scvi_unlearn.unlearn._finetune import RetainTrainingPlan, train_on_retain
-from scvi_unlearn.unlearn._registry import register
+from scvi_unlearn.unlearn.approximate._distill import anneal_factors
+from scvi_unlearn.unlearn.approximate._finetune import RetainTrainingPlan, train_on_retain
+from scvi_unlearn.unlearn.core._arguments import fraction_argument, int_argument, number_argument
+from scvi_unlearn.unlearn.core._budget import retain_sample_size
+from scvi_unlearn.unlearn.core._registry import register
 
 #: tag of the noise stream: the noise generator's seed is derived from the request's seed and
 #: this tag, so its draws are not those of the global generator seeded with the same seed
@@ -130,7 +130,8 @@ def langevin(
         (0: ``finetune``).
     anneal_fraction
         Share of the budget, in ``[0, 1]``, over which the noise falls linearly to 0 (the
-        factors of ``distill``'s annealing, :func:`~scvi_unlearn.unlearn._distill.anneal_factors`:
+        factors of ``distill``'s annealing,
+        :func:`~scvi_unlearn.unlearn.approximate._distill.anneal_factors`:
         the last epoch has no noise); 0: constant noise.
     weight_decay
         Adam weight decay, ``>= 0``.

@@ -6,8 +6,8 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from scvi_unlearn.unlearn._fast_retrain import check_fast_schedule, fast_epochs, train_fast
-from scvi_unlearn.unlearn._registry import register
+from scvi_unlearn.unlearn.core._registry import register
+from scvi_unlearn.unlearn.exact._fast_retrain import check_fast_schedule, fast_epochs, train_fast
 
 
 @register("rewind")
@@ -33,7 +33,7 @@ def rewind(
     model starts from the weights the original had after ``k`` epochs of its training
     (:attr:`~scvi_unlearn.SCVI.rewind_checkpoint_`, kept by ``train(..., rewind_epoch=k)``),
     and is trained on the retain cells only with ``fast_retrain``'s schedule
-    (:func:`~scvi_unlearn.unlearn._fast_retrain.train_fast`: KL weight 1 from the first step,
+    (:func:`~scvi_unlearn.unlearn.exact._fast_retrain.train_fast`: KL weight 1 from the first step,
     Adam at ``lr``, the retain cells in their original train / validation roles).  With
     ``k = 0`` (and the same epochs and ``lr``) it is ``fast_retrain`` started from the
     original's own initialisation (exact); with ``k > 0`` the start has seen every forget

@@ -4,9 +4,10 @@ The machinery behind :func:`scvi_unlearn.unlearn.dp_sgd` and
 :func:`scvi_unlearn.unlearn.train_private` (Abadi et al. 2016, "Deep Learning with Differential
 Privacy", ACM CCS; Yousefpour et al. 2021, "Opacus: User-Friendly Differential Privacy Library in
 PyTorch", arXiv:2109.12298).  What Opacus needs of scVI is listed in the docstring of
-:mod:`scvi_unlearn.unlearn._dp_sgd` and in ``docs/dp_sgd.md``.  The per-cell loss module is in
-:mod:`scvi_unlearn.unlearn._dp_wrapper`, the argument checks in
-:mod:`scvi_unlearn.unlearn._dp_checks`.
+:mod:`scvi_unlearn.unlearn.private._dp_sgd` and in ``docs/dp_sgd.md``.  The per-cell loss module
+is in
+:mod:`scvi_unlearn.unlearn.private._dp_wrapper`, the argument checks in
+:mod:`scvi_unlearn.unlearn.private._dp_checks`.
 """
 
 from __future__ import annotations
@@ -22,9 +23,13 @@ import torch
 from scvi import REGISTRY_KEYS
 from torch import nn
 
-from scvi_unlearn.unlearn._dp_checks import _check_hyperparameters, _check_no_batch_norm, _device
-from scvi_unlearn.unlearn._dp_split import clipped_backward, split_is_complete
-from scvi_unlearn.unlearn._dp_wrapper import PerCellCriterion, PerCellELBO
+from scvi_unlearn.unlearn.private._dp_checks import (
+    _check_hyperparameters,
+    _check_no_batch_norm,
+    _device,
+)
+from scvi_unlearn.unlearn.private._dp_split import clipped_backward, split_is_complete
+from scvi_unlearn.unlearn.private._dp_wrapper import PerCellCriterion, PerCellELBO
 
 #: Opacus / torch warnings that do not concern the user: secure_mode off (noise from torch's
 #: ordinary generator, see the Notes of :func:`dp_sgd`), the RDP order grid, and full backward

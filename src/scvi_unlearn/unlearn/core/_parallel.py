@@ -43,8 +43,8 @@ def run_job(model, forget, job: UnlearningJob) -> tuple[Any, float]:
     A degraded model is returned with a warning (``on_degradation="warn"`` unless the job's
     kwargs say otherwise): benchmarks report a method's loss instead of stopping on it.
     """
-    from scvi_unlearn.unlearn._guard import UnlearningWarning
-    from scvi_unlearn.unlearn._registry import get_method
+    from scvi_unlearn.unlearn.core._guard import UnlearningWarning
+    from scvi_unlearn.unlearn.core._registry import get_method
 
     kwargs = dict(job.kwargs)
     # a benchmark measures and reports a degraded run instead of stopping on it

@@ -4,8 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from scvi_unlearn.unlearn._critic import CriticPlan, check_game, fit_with_critic, mi_lower_bound
-from scvi_unlearn.unlearn._registry import register
+from scvi_unlearn.unlearn.adversarial._critic import (
+    CriticPlan,
+    check_game,
+    fit_with_critic,
+    mi_lower_bound,
+)
+from scvi_unlearn.unlearn.core._registry import register
 
 
 class MIRegularizedPlan(CriticPlan):
@@ -74,7 +79,8 @@ def mi_regularized(
     The second seed's idea (mutual-information-regularized unlearning of a two-Gaussian
     classifier; ``scvi_unlearn.toy``, docs/toy.md) for scVI: minimise the retain negative ELBO
     (fixed KL weight) plus ``mi_weight * I(F; Y)``, where ``F`` are the model's per-cell
-    outputs (:func:`~scvi_unlearn.unlearn._critic.membership_features`: reconstruction NLL
+    outputs (:func:`~scvi_unlearn.unlearn.adversarial._critic.membership_features`: reconstruction
+    NLL
     per count and KL at the posterior mean, posterior log-variance and mean norm) and ``Y``
     says whether a cell is a forget cell or a non-member.  ``I(F; Y)`` is estimated by the
     variational lower bound ``log 2 - CE`` of a critic (Barber & Agakov 2003; the
@@ -122,7 +128,7 @@ def mi_regularized(
     batch_size, forget_batch_size
         Retain / forget (and non-member) cells per minibatch (default ``batch_size``).
     retain_sample
-        Retain training cells per epoch (:mod:`scvi_unlearn.unlearn._budget`).
+        Retain training cells per epoch (:mod:`scvi_unlearn.unlearn.core._budget`).
     accelerator, devices, enable_progress_bar, **trainer_kwargs
         As in :meth:`scvi.model.SCVI.train`.
 

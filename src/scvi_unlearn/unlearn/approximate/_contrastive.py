@@ -7,9 +7,9 @@ from typing import Any
 import torch
 from torch.distributions import Normal
 
-from scvi_unlearn.unlearn._losses import evaluation_mode, posterior_kl
-from scvi_unlearn.unlearn._plan import UnlearningTrainingPlan
-from scvi_unlearn.unlearn._registry import register
+from scvi_unlearn.unlearn.core._losses import evaluation_mode, posterior_kl
+from scvi_unlearn.unlearn.core._plan import UnlearningTrainingPlan
+from scvi_unlearn.unlearn.core._registry import register
 
 
 def _prior_kl(module, tensors) -> torch.Tensor:

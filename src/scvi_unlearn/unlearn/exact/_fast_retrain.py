@@ -5,9 +5,9 @@ expensive is scvi-tools' default recipe (Adam at lr 1e-3, KL warm-up over 400 ep
 epochs up to 20k cells), which is far from compute-optimal on small and medium data.  This method
 trains a fresh model of the same architecture on the retain cells only, with a short schedule:
 KL weight 1 from the first step (no warm-up), a high constant Adam learning rate, the weights
-averaged over the last few epochs (:mod:`~scvi_unlearn.unlearn._averaging`), stopped when the
+averaged over the last few epochs (:mod:`~scvi_unlearn.unlearn.core._averaging`), stopped when the
 new model fits unseen retain cells as well as the original does
-(:mod:`~scvi_unlearn.unlearn._fit_match`), at most a budget proportional to the original's
+(:mod:`~scvi_unlearn.unlearn.core._fit_match`), at most a budget proportional to the original's
 epochs."""
 
 from __future__ import annotations
@@ -20,11 +20,11 @@ from typing import Any
 from scvi.train import TrainingPlan
 from torch.optim.lr_scheduler import CosineAnnealingLR
 
-from scvi_unlearn.unlearn._arguments import int_argument, number_argument
-from scvi_unlearn.unlearn._averaging import ExponentialAveraging, check_average_epochs
-from scvi_unlearn.unlearn._fit_match import fit_match_callback
-from scvi_unlearn.unlearn._guard import MIN_CHECK_CELLS
-from scvi_unlearn.unlearn._registry import register
+from scvi_unlearn.unlearn.core._arguments import int_argument, number_argument
+from scvi_unlearn.unlearn.core._averaging import ExponentialAveraging, check_average_epochs
+from scvi_unlearn.unlearn.core._fit_match import fit_match_callback
+from scvi_unlearn.unlearn.core._guard import MIN_CHECK_CELLS
+from scvi_unlearn.unlearn.core._registry import register
 
 
 class CosineTrainingPlan(TrainingPlan):
@@ -140,7 +140,8 @@ def fast_retrain(
         on retain cells, which decides when training stops.
     average_epochs
         Time constant, in epochs, of an exponential moving average of the weights (Polyak
-        averaging, :class:`~scvi_unlearn.unlearn._averaging.ExponentialAveraging`), updated after
+        averaging, :class:`~scvi_unlearn.unlearn.core._averaging.ExponentialAveraging`), updated
+        after
         every step; fit matching scores the average and the average is returned (the losses in
         ``history_`` are those of the current weights).  ``None``: the last weights.  Default 3: at
         a high constant learning rate the weights jitter, so the epoch where the fit is matched
@@ -169,7 +170,7 @@ def fast_retrain(
         ``ceil(steps_per_epoch / interval)`` times an epoch, evenly, the last at its end, and
         training may stop mid-epoch; the interval is ``check_steps`` but at least ``cells x 4
         draws / batch_size`` steps, so that checking costs at most about a third of the training
-        (:func:`~scvi_unlearn.unlearn._fit_match.check_interval`; 64 steps for the 2,048 cells
+        (:func:`~scvi_unlearn.unlearn.core._fit_match.check_interval`; 64 steps for the 2,048 cells
         scored on large data).  ``None``: once an epoch.  Default 20 (measured with
         ``max_average_steps``, above; on pbmc68k, once an epoch).  At 100,000 simulated cells
         (492 steps an epoch, the original 114 epochs) the defaults stop after 1.1 epochs
@@ -349,10 +350,10 @@ def train_fast(
     epochs of ``batch_size`` cells, KL weight 1 from the first step (or warmed up from 0 over
     the ``max_epochs`` with ``kl_warmup``), Adam at ``lr``, constant or cosine-decayed
     (``schedule``), no early stopping except, with ``match_fit``, a
-    :class:`~scvi_unlearn.unlearn._fit_match.FitMatchStopping` at the original's retain
+    :class:`~scvi_unlearn.unlearn.core._fit_match.FitMatchStopping` at the original's retain
     validation ELBO, checked at most every ``check_steps`` steps (the epochs and steps trained
     recorded as ``task.budget["epochs"]`` and ``["steps"]``), with ``average_epochs`` an
-    :class:`~scvi_unlearn.unlearn._averaging.ExponentialAveraging` whose time constant is at
+    :class:`~scvi_unlearn.unlearn.core._averaging.ExponentialAveraging` whose time constant is at
     most ``max_average_steps`` steps.  Afterwards the
     model keeps the original's recipe (:meth:`UnlearningTask.retain_recipe`) and its per-epoch
     losses are appended to ``task.log``.

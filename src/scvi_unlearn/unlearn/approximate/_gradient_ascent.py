@@ -6,9 +6,9 @@ from typing import Any
 
 import torch
 
-from scvi_unlearn.unlearn._losses import capped, evaluation_mode, forward_per_cell
-from scvi_unlearn.unlearn._plan import UnlearningTrainingPlan
-from scvi_unlearn.unlearn._registry import register
+from scvi_unlearn.unlearn.core._losses import capped, evaluation_mode, forward_per_cell
+from scvi_unlearn.unlearn.core._plan import UnlearningTrainingPlan
+from scvi_unlearn.unlearn.core._registry import register
 
 
 class NegGradPlusPlan(UnlearningTrainingPlan):

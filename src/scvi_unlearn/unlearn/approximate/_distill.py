@@ -11,16 +11,16 @@ import torch
 from scvi.dataloaders import AnnDataLoader
 from scvi.module._constants import MODULE_KEYS
 
-from scvi_unlearn.unlearn._arguments import fraction_argument, int_argument, number_argument
-from scvi_unlearn.unlearn._budget import retain_sample_size, sample_positions
-from scvi_unlearn.unlearn._losses import (
+from scvi_unlearn.unlearn.core._arguments import fraction_argument, int_argument, number_argument
+from scvi_unlearn.unlearn.core._budget import retain_sample_size, sample_positions
+from scvi_unlearn.unlearn.core._losses import (
     evaluation_mode,
     expression_kl,
     posterior_and_scale,
     posterior_kl,
 )
-from scvi_unlearn.unlearn._plan import UnlearningTrainingPlan
-from scvi_unlearn.unlearn._registry import register
+from scvi_unlearn.unlearn.core._plan import UnlearningTrainingPlan
+from scvi_unlearn.unlearn.core._registry import register
 
 #: exact pairwise distances (the matrix-product shortcut is off by ~1e-3 at these norms, enough
 #: to move a cell at the k-th neighbour's distance across the radius)

@@ -32,9 +32,9 @@ from scvi.dataloaders import AnnDataLoader
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
-from scvi_unlearn.unlearn._budget import retain_sample_size, sample_positions
-from scvi_unlearn.unlearn._losses import evaluation_mode, posterior_and_likelihood
-from scvi_unlearn.unlearn._plan import UnlearningTrainingPlan
+from scvi_unlearn.unlearn.core._budget import retain_sample_size, sample_positions
+from scvi_unlearn.unlearn.core._losses import evaluation_mode, posterior_and_likelihood
+from scvi_unlearn.unlearn.core._plan import UnlearningTrainingPlan
 
 #: columns of :func:`membership_features`, in order
 FEATURE_NAMES = ("reconstruction_per_count", "kl_z", "qz_logvar_mean", "qz_mean_norm")
@@ -49,7 +49,7 @@ def membership_features(module, tensors: dict[str, torch.Tensor]) -> torch.Tenso
     by the cell's total count, the analytic ``KL(q(z|x) || N(0, I))``, the mean posterior
     log-variance and the norm of the posterior mean: the ELBO terms and latent summaries the
     membership attacks use (:func:`scvi_unlearn.attack.attack_features`), here deterministic
-    and differentiable.  Run it under :func:`~scvi_unlearn.unlearn._losses.evaluation_mode` so
+    and differentiable.  Run it under :func:`~scvi_unlearn.unlearn.core._losses.evaluation_mode` so
     that the cells do not enter BatchNorm statistics.
     """
     x = tensors[REGISTRY_KEYS.X_KEY]
@@ -146,7 +146,7 @@ def nonmember_data(task, nonmembers: AnnData | str) -> Iterator[tuple[object, np
         steered early stopping but never received a gradient); or an AnnData of cells the
         original never trained on (e.g. held-out cells, same genes), registered on a private
         copy for the duration of the block.  At most
-        :func:`~scvi_unlearn.unlearn._budget.retain_sample_size` of them (a seeded random
+        :func:`~scvi_unlearn.unlearn.core._budget.retain_sample_size` of them (a seeded random
         sample; every cell on small data) are used, so the cost follows the forget set.
 
     Raises

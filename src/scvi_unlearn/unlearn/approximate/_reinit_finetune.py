@@ -7,9 +7,9 @@ from typing import Any
 
 import torch
 
-from scvi_unlearn.unlearn._finetune import train_on_retain
-from scvi_unlearn.unlearn._importances import forget_importance, pooled, retain_importance
-from scvi_unlearn.unlearn._registry import register
+from scvi_unlearn.unlearn.approximate._finetune import train_on_retain
+from scvi_unlearn.unlearn.core._importances import forget_importance, pooled, retain_importance
+from scvi_unlearn.unlearn.core._registry import register
 
 _SALIENCY = ("relative", "forget", "random")
 _SCOPE = ("global", "per_tensor")

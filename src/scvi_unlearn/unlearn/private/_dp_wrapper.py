@@ -3,7 +3,7 @@
 :class:`PerCellELBO` wraps a scVI :class:`~scvi.module.VAE` into a tensor-input module returning
 one negative ELBO per cell (with the gene dispersion re-expressed as an ``nn.Linear``), as
 DP-SGD's per-cell clipping needs; :class:`PerCellCriterion` reduces those losses for Opacus.
-Used by the training loop of :mod:`scvi_unlearn.unlearn._dp_training`.
+Used by the training loop of :mod:`scvi_unlearn.unlearn.private._dp_training`.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from torch import nn
 from torch.func import functional_call
 from torch.nn import functional as F
 
-from scvi_unlearn.unlearn._dp_split import split_at_loss_inputs
+from scvi_unlearn.unlearn.private._dp_split import split_at_loss_inputs
 
 
 class PerCellELBO(nn.Module):

@@ -6,15 +6,15 @@ from typing import Any
 
 import torch
 
-from scvi_unlearn.unlearn._losses import (
+from scvi_unlearn.unlearn.core._losses import (
     capped,
     evaluation_mode,
     expression_kl,
     posterior_and_scale,
     posterior_kl,
 )
-from scvi_unlearn.unlearn._plan import UnlearningTrainingPlan
-from scvi_unlearn.unlearn._registry import register
+from scvi_unlearn.unlearn.core._plan import UnlearningTrainingPlan
+from scvi_unlearn.unlearn.core._registry import register
 
 
 class ScrubPlan(UnlearningTrainingPlan):

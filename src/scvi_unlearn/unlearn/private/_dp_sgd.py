@@ -42,7 +42,8 @@ import math
 
 import numpy as np
 
-from scvi_unlearn.unlearn._dp_training import (
+from scvi_unlearn.unlearn.core._registry import register
+from scvi_unlearn.unlearn.private._dp_training import (
     _attach_accounting,
     _check_hyperparameters,
     _check_no_batch_norm,
@@ -50,7 +51,6 @@ from scvi_unlearn.unlearn._dp_training import (
     _warn_library_prior,
     train_dp_module,
 )
-from scvi_unlearn.unlearn._registry import register
 
 #: the architecture change DP-SGD needs (scVI's LayerNorm has no parameters)
 LAYER_NORM = {"use_batch_norm": "none", "use_layer_norm": "both"}

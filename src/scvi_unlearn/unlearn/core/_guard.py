@@ -51,8 +51,8 @@ from scvi.dataloaders import AnnDataLoader
 
 from scvi_unlearn._evaluation import evaluation_adata
 from scvi_unlearn._seeding import isolated_seed
-from scvi_unlearn.unlearn._budget import sample_positions
-from scvi_unlearn.unlearn._losses import evaluation_mode, forward_per_cell
+from scvi_unlearn.unlearn.core._budget import sample_positions
+from scvi_unlearn.unlearn.core._losses import evaluation_mode, forward_per_cell
 
 #: default tolerated relative drop of the retain ELBO (new vs original)
 RETAIN_TOLERANCE = 0.02
