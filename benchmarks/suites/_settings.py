@@ -202,3 +202,20 @@ def cached_retrain(model, forget, seed: int, cache_dir: str):
     seconds = time.perf_counter() - t
     new.save(path, save_anndata=True, overwrite=True)
     return new, seconds
+
+
+def pbmc68k_cache(cache: str, original_epochs: int) -> Path:
+    """The folder of the pbmc68k original trained ``original_epochs`` epochs and of its
+    retrains: ``cache`` itself for the 200-epoch original of :func:`setting`, else
+    ``cache/pbmc68k_{original_epochs}_epochs`` (each original its own retrains)."""
+    if original_epochs == 200:
+        return Path(cache)
+    return Path(cache) / f"pbmc68k_{original_epochs}_epochs"
+
+
+def simulated_cache(cache: str, cells: int, genes: int) -> Path:
+    """The folder of :func:`simulated_setting`'s original of ``cells`` x ``genes`` and of its
+    retrains: ``cache/simulated_{cells}x{genes}`` (created)."""
+    folder = Path(cache) / f"simulated_{cells}x{genes}"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
