@@ -1,7 +1,9 @@
 """The ``scvi-unlearn`` command line: ``demo``, ``benchmark``, ``unlearn`` and ``audit``.
 
 One module per command (``_demo``, ``_benchmark``, ``_unlearn``, ``_audit``), each with
-``add_parser(sub)`` and ``run(args)``; shared checks of the user's files in ``_common``.
+``NAME``, ``HELP``, ``DESCRIPTION``, ``add_arguments(parser)`` and ``run(args)``; the
+subcommands are built here once (:func:`build_parser`); shared checks of the user's files in
+``_common``.
 Usage and outputs: ``docs/cli.md``.
 """
 
@@ -40,7 +42,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for command in (_demo, _benchmark, _unlearn, _audit):
-        command.add_parser(sub)
+        sub_parser = sub.add_parser(
+            command.NAME, help=command.HELP, description=command.DESCRIPTION
+        )
+        command.add_arguments(sub_parser)
+        sub_parser.set_defaults(func=command.run)
     return parser
 
 

@@ -222,30 +222,20 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_parser(sub) -> argparse.ArgumentParser:
-    """Add the ``audit`` command to the subcommands ``sub``.
+#: the subcommand's name, one-line help and description (``scvi-unlearn audit --help``)
+NAME = "audit"
+HELP = "membership attack and per-cell equivalence of an unlearned model vs retrains"
+DESCRIPTION = (
+    "Retrain the original (--original) without the forget cells --n-references times "
+    "(reusing those saved in --references), then judge the model in MODEL_DIR against "
+    "them: the membership attack (the forget cells vs matched held-out cells) and the "
+    "per-cell retrain-equivalence test. Needs held-out cells: obs['membership'] == "
+    "'heldout' in --adata, or --heldout-cells."
+)
 
-    Parameters
-    ----------
-    sub
-        The ``add_subparsers`` object of the main parser.
 
-    Returns
-    -------
-    argparse.ArgumentParser
-        The command's parser.
-    """
-    p = sub.add_parser(
-        "audit",
-        help="membership attack and per-cell equivalence of an unlearned model vs retrains",
-        description=(
-            "Retrain the original (--original) without the forget cells --n-references times "
-            "(reusing those saved in --references), then judge the model in MODEL_DIR against "
-            "them: the membership attack (the forget cells vs matched held-out cells) and the "
-            "per-cell retrain-equivalence test. Needs held-out cells: obs['membership'] == "
-            "'heldout' in --adata, or --heldout-cells."
-        ),
-    )
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Add the ``audit`` command's arguments to its parser."""
     p.add_argument("model_dir", metavar="MODEL_DIR", help="folder of the model to audit")
     p.add_argument(
         "--original", required=True, metavar="ORIGINAL_DIR", help="the model before unlearning"
@@ -277,5 +267,3 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--n-draws", type=int, default=8, help="posterior draws per cell (default 8)")
     p.add_argument("--n-jobs", type=int, default=1, help="parallel reference retrains")
     p.add_argument("--out", metavar="REPORT_DIR", help="folder of the report files")
-    p.set_defaults(func=run)
-    return p

@@ -146,31 +146,21 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_parser(sub) -> argparse.ArgumentParser:
-    """Add the ``benchmark`` command to the subcommands ``sub``.
+#: the subcommand's name, one-line help and description (``scvi-unlearn benchmark --help``)
+NAME = "benchmark"
+HELP = "methods x seeds on one forget set, audited against the retrain target"
+DESCRIPTION = (
+    "Load a built-in dataset (--dataset) or your own .h5ad (--adata, raw counts in "
+    "--layer), hold out cells (never trained on) unless obs['membership'] exists, train "
+    "scVI on the members, forget a label's members (--forget-label) or listed cells "
+    "(--forget-cells) with each method and seed, train the retrain references and "
+    "cost-matched retrains, audit everything with one protocol, and write "
+    "benchmark_table.csv, benchmark_summary.csv, summary.md and figures."
+)
 
-    Parameters
-    ----------
-    sub
-        The ``add_subparsers`` object of the main parser.
 
-    Returns
-    -------
-    argparse.ArgumentParser
-        The command's parser.
-    """
-    bench = sub.add_parser(
-        "benchmark",
-        help="methods x seeds on one forget set, audited against the retrain target",
-        description=(
-            "Load a built-in dataset (--dataset) or your own .h5ad (--adata, raw counts in "
-            "--layer), hold out cells (never trained on) unless obs['membership'] exists, train "
-            "scVI on the members, forget a label's members (--forget-label) or listed cells "
-            "(--forget-cells) with each method and seed, train the retrain references and "
-            "cost-matched retrains, audit everything with one protocol, and write "
-            "benchmark_table.csv, benchmark_summary.csv, summary.md and figures."
-        ),
-    )
+def add_arguments(bench: argparse.ArgumentParser) -> None:
+    """Add the ``benchmark`` command's arguments to its parser."""
     data = bench.add_mutually_exclusive_group()
     data.add_argument(
         "--dataset", choices=DATASETS, default=None, help="built-in dataset (default pbmc68k)"
@@ -223,5 +213,3 @@ def add_parser(sub) -> argparse.ArgumentParser:
     bench.add_argument("--n-jobs", type=int, default=1, help="parallel unlearning runs")
     bench.add_argument("--seed", type=int, default=0, help="seed of training and the audit")
     bench.add_argument("--out", required=True, help="output folder")
-    bench.set_defaults(func=run)
-    return bench

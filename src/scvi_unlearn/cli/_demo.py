@@ -34,32 +34,20 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_parser(sub) -> argparse.ArgumentParser:
-    """Add the ``demo`` command to the subcommands ``sub``.
+#: the subcommand's name, one-line help and description (``scvi-unlearn demo --help``)
+NAME = "demo"
+HELP = "offline PBMC demo: train scVI, unlearn a rare cell type, audit, table + figure"
+DESCRIPTION = (
+    "Train scVI on the offline PBMC data (scanpy's pbmc68k_reduced, integer counts "
+    "recovered), unlearn a rare cell type, retrain a reference without it, audit both "
+    "with the membership attack, print the table and save a figure."
+)
 
-    Parameters
-    ----------
-    sub
-        The ``add_subparsers`` object of the main parser.
 
-    Returns
-    -------
-    argparse.ArgumentParser
-        The command's parser.
-    """
-    demo = sub.add_parser(
-        "demo",
-        help="offline PBMC demo: train scVI, unlearn a rare cell type, audit, table + figure",
-        description=(
-            "Train scVI on the offline PBMC data (scanpy's pbmc68k_reduced, integer counts "
-            "recovered), unlearn a rare cell type, retrain a reference without it, audit both "
-            "with the membership attack, print the table and save a figure."
-        ),
-    )
+def add_arguments(demo: argparse.ArgumentParser) -> None:
+    """Add the ``demo`` command's arguments to its parser."""
     demo.add_argument("--out", default="scvi_unlearn_output", help="output folder")
     demo.add_argument("--forget-label", default="CD56+ NK", help="cell type to forget")
     demo.add_argument("--max-epochs", type=int, default=200, help="training epochs")
     demo.add_argument("--method", default=None, help="unlearning method (default: the default)")
     demo.add_argument("--seed", type=int, default=0, help="seed of everything")
-    demo.set_defaults(func=run)
-    return demo

@@ -189,29 +189,19 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_parser(sub) -> argparse.ArgumentParser:
-    """Add the ``unlearn`` command to the subcommands ``sub``.
+#: the subcommand's name, one-line help and description (``scvi-unlearn unlearn --help``)
+NAME = "unlearn"
+HELP = "remove listed cells from a saved model and save the new model"
+DESCRIPTION = (
+    "Load the scvi_unlearn.SCVI saved in MODEL_DIR on --adata (which must hold every "
+    "cell the model trained on), forget the cells listed in --forget-cells with "
+    "--method, and save the new model and its record (unlearn_record.json) to --out. "
+    "The new model and its record name no forgotten cell."
+)
 
-    Parameters
-    ----------
-    sub
-        The ``add_subparsers`` object of the main parser.
 
-    Returns
-    -------
-    argparse.ArgumentParser
-        The command's parser.
-    """
-    p = sub.add_parser(
-        "unlearn",
-        help="remove listed cells from a saved model and save the new model",
-        description=(
-            "Load the scvi_unlearn.SCVI saved in MODEL_DIR on --adata (which must hold every "
-            "cell the model trained on), forget the cells listed in --forget-cells with "
-            "--method, and save the new model and its record (unlearn_record.json) to --out. "
-            "The new model and its record name no forgotten cell."
-        ),
-    )
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Add the ``unlearn`` command's arguments to its parser."""
     p.add_argument("model_dir", metavar="MODEL_DIR", help="folder of the saved trained model")
     p.add_argument("--adata", required=True, metavar="FILE.h5ad", help="the model's data")
     p.add_argument(
@@ -273,5 +263,3 @@ def add_parser(sub) -> argparse.ArgumentParser:
         "cells of the types kept) for the retain-ELBO check instead of the validation cells",
     )
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
-    p.set_defaults(func=run)
-    return p
