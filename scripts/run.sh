@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV="${VENV:-.venv}"
-if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c "import scvi_unlearn" 2>/dev/null; then
+if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c "import scvi_unlearn, xdist" 2>/dev/null; then
   python3 -m venv "$VENV"
   "$VENV/bin/python" -m pip install -q --upgrade pip
   "$VENV/bin/python" -m pip install -q torch==2.13.0
@@ -22,7 +22,8 @@ case "$job" in
   test)
     ruff check .
     ruff format --check .
-    python -m pytest -m "not slow" -q -p no:cacheprovider "$@"
+    # one worker per core, each test file on one worker (its module fixtures trained once)
+    python -m pytest -m "not slow" -q -p no:cacheprovider -n auto --dist loadfile "$@"
     ;;
   docs)
     VENV="$VENV" bash scripts/docs.sh "$@"
