@@ -22,6 +22,9 @@ from pathlib import Path
 # ``fast_retrain`` as measured before fit matching and weight averaging were its defaults: the
 # full budget, last weights.  The configs whose committed tables used it pass it explicitly.
 FULL_BUDGET = {"match_fit": False, "average_epochs": None}
+#: every approximate method (the methods timed by the scaling suite and run by the defaults study)
+APPROXIMATE = ["finetune", "gradient_ascent", "scrub", "contrastive", "fisher", "ssd"]
+APPROXIMATE += ["extragradient", "mi_regularized", "reinit_finetune", "distill"]
 #: the forget label of the defaults study (22 training members in pbmc68k)
 FORGET_LABEL = "CD56+ NK"
 #: where :func:`simulated_setting` records the original's training time
