@@ -207,9 +207,8 @@ def extragradient(
     Generative Adversarial Networks", ICLR).  The critic (:class:`MembershipCritic`, a
     spectrally normalised MLP) sees per-cell features of the current VAE
     (:func:`~scvi_unlearn.unlearn.adversarial._critic.membership_features`: reconstruction NLL per
-    count
-    and KL at the posterior mean, posterior log-variance and mean norm) of forget cells and of
-    **non-members** and minimises its class-balanced cross-entropy ``CE``; the VAE minimises
+    count and KL at the posterior mean, posterior log-variance and mean norm) of forget cells and
+    of **non-members** and minimises its class-balanced cross-entropy ``CE``; the VAE minimises
     the retain negative ELBO (fixed KL weight) plus ``adversary_weight * (log 2 - CE)``, so
     that forget cells become indistinguishable from cells it never saw (not from retain
     cells: that would over-forget).  Non-member features carry no gradient (they are the
@@ -259,34 +258,34 @@ def extragradient(
 
     Notes
     -----
-    Defaults (measured) on the offline PBMC data (the setting of ``unlearn_defaults.py``: 700
-    cells, members of a stratified 70/30 split, default ``su.SCVI`` trained 400 epochs, forget
-    = the 22 "CD56+ NK" members), with ``python benchmarks/critic_defaults.py --threads 1``
-    (seeds 0 and 1, both sources of non-members; docs/unlearning.md).  Forget-cell ELBO:
-    original -596.3, retrain (3 seeds) -709.9.  ``adversary_weight=5, lr=3e-3, max_epochs=10``:
-    forget ELBO 20-32% of the way from the original to retrain, held-out ELBO of the other
-    types -0.39% to -0.61%.  At ``lr=1e-3`` the weights 0 / 2 / 5 / 10 / 20 moved 7-8 / 20-26 /
-    15-30 / 9-31 / 7-18%; 20 epochs 19-22%; ``adversary_weight=20, lr=3e-3`` 11-22% (measured
-    with the clipped membership term; unclipped, the defaults moved 19-35%).  The
-    game stops pushing once the critic is at chance: forget cells then look like the
-    non-members *to this critic*, which is far from retrain level (the 22 forget cells are
-    harder than the 9 held-out NK cells: a retrain puts them 52 nats below).  With Adam's
+    Defaults (measured) on the offline PBMC data (the setting of ``python -m benchmarks run
+    defaults --config unlearn_grid``: 700 cells, members of a stratified 70/30 split, default
+    ``su.SCVI`` trained 400 epochs, forget = the 22 "CD56+ NK" members), with ``python -m
+    benchmarks run defaults --config critic`` (seeds 0 and 1, both sources of non-members;
+    docs/unlearning.md).  Forget-cell ELBO: original -596.3, retrain (3 seeds) -709.9.
+    ``adversary_weight=5, lr=3e-3, max_epochs=10``: forget ELBO 20-32% of the way from the original
+    to retrain, held-out ELBO of the other types -0.39% to -0.61%.  At ``lr=1e-3`` the weights 0 /
+    2 / 5 / 10 / 20 moved 7-8 / 20-26 / 15-30 / 9-31 / 7-18%; 20 epochs 19-22%;
+    ``adversary_weight=20, lr=3e-3`` 11-22% (measured with the clipped membership term; unclipped,
+    the defaults moved 19-35%).  The game stops pushing once the critic is at chance: forget cells
+    then look like the non-members *to this critic*, which is far from retrain level (the 22 forget
+    cells are harder than the 9 held-out NK cells: a retrain puts them 52 nats below).  With Adam's
     ``betas=(0.9, 0.999)`` instead of Extra-Adam's ``(0.5, 0.9)`` the game cycled (see
-    :class:`ExtraAdam`): it moved further (53-58%) but unstably (the retain ELBO fell 4.7%
-    at ``adversary_weight=20, lr=3e-3``).
+    :class:`ExtraAdam`): it moved further (53-58%) but unstably (the retain ELBO fell 4.7% at
+    ``adversary_weight=20, lr=3e-3``).
 
     Per-cell verdict (``python benchmarks/critic_verdict.py --threads 1 --cache /tmp/eqrefs``,
     CD56+ NK, seeds 0-2, 5 retrain references): **not retrain-equivalent**, it remembers (mean
     z +6.4 to +7.1; the original +10.9) at 0.17-0.19x a 200-epoch retrain, with either source of
     non-members.
 
-    **These defaults do not hold across settings** (``benchmarks/defaults_study.py``,
-    docs/unlearning.md, "Defaults across training lengths and forget sets": pbmc68k originals of 60
-    / 200 / 400 epochs x 9 forget sets, a simulated dataset): the held-out ELBO of the other cell
-    types fell by more than 2% in 7 of 28 settings (worst -10.2%; Dendritic, 168 cells, and random
-    sets; before the membership term was clipped at 0, 10 settings and once -236%).
-    ``unlearn``'s retain-ELBO check (2%) flagged all 7; ``unlearn`` stops
-    there with an ``UnlearningError`` by default (``on_degradation="auto"``).
+    **These defaults do not hold across settings** (``python -m benchmarks run defaults --config
+    across``, docs/unlearning.md, "Defaults across training lengths and forget sets": pbmc68k
+    originals of 60 / 200 / 400 epochs x 9 forget sets, a simulated dataset): the held-out ELBO of
+    the other cell types fell by more than 2% in 7 of 28 settings (worst -10.2%; Dendritic, 168
+    cells, and random sets; before the membership term was clipped at 0, 10 settings and once
+    -236%). ``unlearn``'s retain-ELBO check (2%) flagged all 7; ``unlearn`` stops there with an
+    ``UnlearningError`` by default (``on_degradation="auto"``).
     """
     check_game(adversary_weight, critic_warmup, lr, critic_lr)
     model = task.new_model(copy_weights=True)

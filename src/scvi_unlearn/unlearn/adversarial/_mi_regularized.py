@@ -80,8 +80,7 @@ def mi_regularized(
     classifier; ``scvi_unlearn.toy``, docs/toy.md) for scVI: minimise the retain negative ELBO
     (fixed KL weight) plus ``mi_weight * I(F; Y)``, where ``F`` are the model's per-cell
     outputs (:func:`~scvi_unlearn.unlearn.adversarial._critic.membership_features`: reconstruction
-    NLL
-    per count and KL at the posterior mean, posterior log-variance and mean norm) and ``Y``
+    NLL per count and KL at the posterior mean, posterior log-variance and mean norm) and ``Y``
     says whether a cell is a forget cell or a non-member.  ``I(F; Y)`` is estimated by the
     variational lower bound ``log 2 - CE`` of a critic (Barber & Agakov 2003; the
     classifier-based bound behind MINE-style estimators, Belghazi et al. 2018, "Mutual
@@ -134,18 +133,18 @@ def mi_regularized(
 
     Notes
     -----
-    Defaults (measured) on the offline PBMC data (the setting of ``unlearn_defaults.py``: 700
-    cells, members of a stratified 70/30 split, default ``su.SCVI`` trained 400 epochs, forget
-    = the 22 "CD56+ NK" members), with ``python benchmarks/critic_defaults.py --threads 1``
-    (seeds 0 and 1, both sources of non-members; docs/unlearning.md).  Forget-cell ELBO:
-    original -596.3, retrain (3 seeds) -709.9.  ``mi_weight=5, lr=3e-3, max_epochs=10``: forget
-    ELBO 44-68% of the way to retrain with the validation non-members (held-out ELBO of the
-    other types -0.93% / -1.34%), 28-36% with the held-out cells (-0.24% / -0.77%);
-    ``mi_weight=0`` (a plain fine-tune) 18-26%.  ``mi_weight=10`` moved 87-104% (validation)
-    but cost up to -3.16% on the other types; 20: -3.91%; 200 destroys the model (-30% to
-    -46%, which ``unlearn``'s retain check reports).  With non-members of other cell types
-    (the validation default) the penalty also lowers the unseen NK cells' ELBO: it erases the
-    region rather than the cells.
+    Defaults (measured) on the offline PBMC data (the setting of ``python -m benchmarks run
+    defaults --config unlearn_grid``: 700 cells, members of a stratified 70/30 split, default
+    ``su.SCVI`` trained 400 epochs, forget = the 22 "CD56+ NK" members), with ``python -m
+    benchmarks run defaults --config critic`` (seeds 0 and 1, both sources of non-members;
+    docs/unlearning.md).  Forget-cell ELBO: original -596.3, retrain (3 seeds) -709.9.
+    ``mi_weight=5, lr=3e-3, max_epochs=10``: forget ELBO 44-68% of the way to retrain with the
+    validation non-members (held-out ELBO of the other types -0.93% / -1.34%), 28-36% with the
+    held-out cells (-0.24% / -0.77%); ``mi_weight=0`` (a plain fine-tune) 18-26%.  ``mi_weight=10``
+    moved 87-104% (validation) but cost up to -3.16% on the other types; 20: -3.91%; 200 destroys
+    the model (-30% to -46%, which ``unlearn``'s retain check reports).  With non-members of other
+    cell types (the validation default) the penalty also lowers the unseen NK cells' ELBO: it
+    erases the region rather than the cells.
 
     Per-cell verdict (``python benchmarks/critic_verdict.py --threads 1 --cache /tmp/eqrefs``,
     CD56+ NK, seeds 0-2, 5 retrain references): **not retrain-equivalent**.  With the default
@@ -154,12 +153,13 @@ def mi_regularized(
     all seeds); with held-out non-members it remembers (mean z +4.0 to +6.1).  0.11x a
     200-epoch retrain.
 
-    **These defaults do not hold across settings** (``benchmarks/defaults_study.py``,
-    docs/unlearning.md, "Defaults across training lengths and forget sets": pbmc68k originals of 60
-    / 200 / 400 epochs x 9 forget sets, a simulated dataset): the held-out ELBO of the other cell
-    types fell by more than 2% in 10 of 28 settings (worst -13.8%; Dendritic, random sets and some
-    smaller types). ``unlearn``'s retain-ELBO check (2%, with its 95% margin) flags all 10;
-    ``unlearn`` stops there with an ``UnlearningError`` by default (``on_degradation="auto"``).
+    **These defaults do not hold across settings** (``python -m benchmarks run defaults --config
+    across``, docs/unlearning.md, "Defaults across training lengths and forget sets": pbmc68k
+    originals of 60 / 200 / 400 epochs x 9 forget sets, a simulated dataset): the held-out ELBO of
+    the other cell types fell by more than 2% in 10 of 28 settings (worst -13.8%; Dendritic, random
+    sets and some smaller types). ``unlearn``'s retain-ELBO check (2%, with its 95% margin) flags
+    all 10; ``unlearn`` stops there with an ``UnlearningError`` by default
+    (``on_degradation="auto"``).
     """
     check_game(mi_weight, critic_warmup, lr, critic_lr)
     if isinstance(critic_steps, bool) or not isinstance(critic_steps, int) or critic_steps < 1:

@@ -222,8 +222,7 @@ class UnlearningTask:
         retain_sample
             Retain training cells per epoch, as
             :func:`~scvi_unlearn.unlearn.core._budget.retain_sample_size` resolves it (``None``:
-            the
-            default rule, proportional to the forget set; ``"all"``: every cell).
+            the default rule, proportional to the forget set; ``"all"``: every cell).
         """
         size = retain_sample_size(self.n_forget, self.train_indices.size, retain_sample)
         self.budget["retain_cells_per_epoch"] = size
