@@ -1,29 +1,45 @@
-"""The condensed tables of docs/reproduction.md, from a benchmark's output folder.
+"""Reproduction: the condensed tables of docs/reproduction.md from benchmark output folders.
 
-    python benchmarks/reproduction_tables.py docs/reproduction/CD56NK
+Experiment ``tables`` reads ``benchmark_summary.csv`` and ``benchmark_table.csv`` written by
+``scvi-unlearn benchmark`` and gives one row per method: both attacks' AUC and advantage,
+held-out ELBO, the per-cell equivalence (mean z and decisions), the same-type held-out ELBO,
+time / retrain and the passes per attack (overall: membership, equivalence and both utility
+checks).
 
-reads ``benchmark_summary.csv`` and ``benchmark_table.csv`` written by ``scvi-unlearn benchmark``
-and prints one Markdown row per method: both attacks' AUC and advantage, held-out ELBO, the
-per-cell equivalence (mean z and decisions), the same-type held-out ELBO, time / retrain and the
-passes per attack (overall: membership, equivalence and both utility checks).
-
-    python benchmarks/reproduction_tables.py docs/reproduction/CD56NK --rerun _extragradient
-
-takes the rows of the methods of a rerun (``docs/reproduction/CD56NK_extragradient``, a run of
-the same command with ``--methods extragradient``) instead of the first run's rows for those
-methods (or adds them, for a method the first run did not have); several suffixes apply in
-turn.  This is valid because every run is seeded: the original, the retrain references and
-the cost-matched retrains of both runs are identical (checked: it raises otherwise); the rerun's
-wall-time ratios are against its own retrains.
+With ``reruns`` (folder-name suffixes), the rows of the methods of a rerun (e.g.
+``docs/reproduction/CD56NK_extragradient``, a run of the same command with ``--methods
+extragradient``) replace the first run's rows for those methods (or are added, for a method the
+first run did not have); several suffixes apply in turn.  This is valid because every run is
+seeded: the original, the retrain references and the cost-matched retrains of both runs are
+identical (checked: it raises otherwise); the rerun's wall-time ratios are against its own
+retrains.
 """
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from benchmarks._harness import ROOT, Common, experiment
+
+
+@dataclasses.dataclass
+class TablesParams(Common):
+    """Parameters of the ``tables`` experiment.
+
+    Attributes
+    ----------
+    folders
+        ``scvi-unlearn benchmark`` output folders (relative paths: from the repository root).
+    reruns
+        Suffixes of rerun folders (``<folder><suffix>``) whose methods' rows win.
+    """
+
+    folders: list[str] = dataclasses.field(default_factory=list)
+    reruns: list[str] = dataclasses.field(default_factory=list)
 
 
 def _f(v, digits: int = 3) -> str:
@@ -60,12 +76,12 @@ def _with_rerun(
     return summary, runs
 
 
-def table(folder: Path, reruns: list[Path] = ()) -> str:
+def table(folder: Path, reruns: list[Path] = ()) -> pd.DataFrame:
+    """One row per method of ``folder`` (the reruns' methods from there)."""
     summary, runs = _read(folder)
     for rerun in reruns:
         summary, runs = _with_rerun((summary, runs), folder, rerun)
     attacks = list(dict.fromkeys(summary["attack"]))
-    methods = list(dict.fromkeys(summary["method"]))
     head = ["method"]
     for a in attacks:
         head += [f"{a} AUC", f"{a} adv."]
@@ -77,8 +93,8 @@ def table(folder: Path, reruns: list[Path] = ()) -> str:
         "time / retrain",
         f"pass ({' / '.join(attacks)})",
     ]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for m in methods:
+    lines = []
+    for m in dict.fromkeys(summary["method"]):
         rows = summary[summary["method"] == m].set_index("attack")
         first = rows.loc[attacks[0]]
         cells = [m]
@@ -96,25 +112,18 @@ def table(folder: Path, reruns: list[Path] = ()) -> str:
             _f(first["time_vs_retrain"], 2),
             ", ".join(passes),
         ]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        lines.append(cells)
+    return pd.DataFrame(lines, columns=head)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("folders", nargs="+", type=Path, help="benchmark output folders")
-    parser.add_argument(
-        "--rerun", nargs="*", default=[], help="suffixes of rerun folders whose methods' rows win"
-    )
-    args = parser.parse_args()
-    for folder in args.folders:
-        reruns = [folder.with_name(folder.name + suffix) for suffix in args.rerun]
+@experiment("tables", TablesParams)
+def tables(args: TablesParams) -> dict[str, pd.DataFrame]:
+    """The condensed tables of docs/reproduction.md, one per benchmark output folder."""
+    out = {}
+    for name in args.folders:
+        folder = ROOT.parent / name  # relative to the repository root
+        reruns = [folder.with_name(folder.name + suffix) for suffix in args.reruns]
         names = ", ".join(r.name for r in reruns)
-        print(f"### {folder}" + (f" (the methods of {names} from there)" if reruns else ""))
-        print()
-        print(table(folder, reruns))
-        print()
-
-
-if __name__ == "__main__":
-    main()
+        title = str(Path(name)) + (f" (the methods of {names} from there)" if reruns else "")
+        out[title] = table(folder, reruns)
+    return out
