@@ -80,8 +80,7 @@ def reference_folder(cache, set_name: str) -> Path:
 
 
 def verdict_columns(rep, wall: float, full_time: float, new=None) -> dict:
-    """The per-run columns of the verdict benchmarks (``fast_retrain.py``, ``critic_verdict.py``,
-    ``reinit_verdict.py``, ``conditional_verdict.py``) from an
+    """The per-run columns of the verdict suite (``grid`` and ``conditional``) from an
     :class:`~scvi_unlearn.attack.EquivalenceReport`: cost, mean z, decision, membership
     contrast, both utility checks, the retain check's drop of ``new`` (when it has a record)
     and the epochs it trained (when recorded: the fit-matched ``fast_retrain``), passed."""

@@ -44,7 +44,7 @@ STATISTICS = {"elbo": ("elbo", 1.0), "reconstruction": ("reconstruction", -1.0)}
 #: default equivalence margin on the signed mean z of the forget cells: the smallest of 1, 1.5,
 #: 2, 2.5 at which held-out retrains are declared equivalent in >= 87% of the K = 5 null tests
 #: on every pbmc68k forget set measured, and in 100% on those of >= 22 cells
-#: (``python benchmarks/equivalence_power.py``, docs/equivalence.md).
+#: (``python -m benchmarks run power``, docs/equivalence.md).
 DEFAULT_MARGIN = 2.0
 #: the cell groups of a test: the forgotten cells, held-out cells of their types, the others.
 GROUPS = ("forget", "same_type", "other_types")

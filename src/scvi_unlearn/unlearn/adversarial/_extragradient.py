@@ -274,7 +274,7 @@ def extragradient(
     :class:`ExtraAdam`): it moved further (53-58%) but unstably (the retain ELBO fell 4.7% at
     ``adversary_weight=20, lr=3e-3``).
 
-    Per-cell verdict (``python benchmarks/critic_verdict.py --threads 1 --cache /tmp/eqrefs``,
+    Per-cell verdict (``python -m benchmarks run verdict --config critic``,
     CD56+ NK, seeds 0-2, 5 retrain references): **not retrain-equivalent**, it remembers (mean
     z +6.4 to +7.1; the original +10.9) at 0.17-0.19x a 200-epoch retrain, with either source of
     non-members.

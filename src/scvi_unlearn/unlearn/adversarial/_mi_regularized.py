@@ -146,7 +146,7 @@ def mi_regularized(
     cell types (the validation default) the penalty also lowers the unseen NK cells' ELBO: it
     erases the region rather than the cells.
 
-    Per-cell verdict (``python benchmarks/critic_verdict.py --threads 1 --cache /tmp/eqrefs``,
+    Per-cell verdict (``python -m benchmarks run verdict --config critic``,
     CD56+ NK, seeds 0-2, 5 retrain references): **not retrain-equivalent**.  With the default
     non-members the forget cells alone look equivalent (mean z +0.4 to +1.0) but the unseen NK
     cells fall below the retrains' interval (the region is erased; fails the utility check on

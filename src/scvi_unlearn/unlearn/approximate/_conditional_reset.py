@@ -110,7 +110,7 @@ def conditional_reset(
 
     Notes
     -----
-    Measured once (``python benchmarks/conditional_verdict.py --threads 1``, ``docs/fisher.md``,
+    Measured once (``python -m benchmarks run verdict --config conditional``, ``docs/fisher.md``,
     "Conditional scVI"): pbmc68k, a ConditionalSCVI trained 200 epochs, forget = the 22
     "CD56+ NK" members, per-cell equivalence test against 5 retrains.  Only 0.19% of the forget
     cells' Fisher mass is in their label's offsets; the reset alone (0.004 x a retrain) moves

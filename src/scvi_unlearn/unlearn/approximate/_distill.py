@@ -237,8 +237,8 @@ def distill(
     original's training recipe (as every method's).  The retain sample of the neighbour search
     is recorded as ``budget["retain_cells_guard"]``.
 
-    Defaults (measured) with ``python benchmarks/distill_verdict.py --threads 1 --cache
-    /tmp/eqrefs`` and the grids listed in its docstring: pbmc68k, the 200-epoch original of
+    Defaults (measured) with ``python -m benchmarks run verdict --config distill`` and
+    ``--config distill_weights``: pbmc68k, the 200-epoch original of
     ``docs/reproduction.md``, forget = the 22 "CD56+ NK" and the 90 "CD14+ Monocyte" members,
     seeds 0-2, 24 settings (no guard / neighbour exclusion ``k = 15`` / annealing over the last
     half / both; 10, 20, 25, 30, 40 epochs; weight 1 or 3; lr 6e-3), each run judged by the

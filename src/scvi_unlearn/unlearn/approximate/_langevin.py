@@ -156,8 +156,8 @@ def langevin(
     The record's log has ``finetune``'s per-step ``retain_nelbo`` and, on steps with noise,
     ``noise_std`` (the standard deviation added after that step).
 
-    Defaults (measured) with ``python benchmarks/langevin_verdict.py --threads 1 --cache
-    /tmp/eqrefs`` and the grids listed in its docstring: pbmc68k, the 200-epoch original of
+    Defaults (measured) with ``python -m benchmarks run verdict --config langevin`` and
+    ``--config langevin_lr1e-2``: pbmc68k, the 200-epoch original of
     ``docs/reproduction.md``, forget = the 22 "CD56+ NK" and the 90 "CD14+ Monocyte" members, seeds
     0-2, each run judged by the per-cell equivalence test against 5 default-recipe retrains (pass =
     equivalent and both held-out ELBO checks).  **No setting is reliably equivalent; this is a

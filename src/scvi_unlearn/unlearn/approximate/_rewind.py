@@ -72,13 +72,14 @@ def rewind(
     has no checkpoint (a second request rewinds from a model that never saw the first forget
     set only after ``method="retrain"``).
 
-    Defaults (measured) with ``python benchmarks/rewind_verdict.py --threads 1 --cache
-    /tmp/eqrefs`` and the grids listed in its docstring: pbmc68k, the 200-epoch original of
-    ``docs/reproduction.md`` trained again with ``rewind_epoch=k`` (its weights equal the
-    original's bit for bit), forget = the 22 "CD56+ NK" and the 90 "CD14+ Monocyte" members,
-    seeds 0-2, 48 settings (``k`` 10-100, 5-20 epochs, lr 2e-3 to 1.2e-2), each run judged by
-    the per-cell equivalence test against 5 default-recipe retrains.  The defaults, with the
-    original trained ``train(max_epochs=200, rewind_epoch=80)`` (``k`` = 40% of the epochs),
+    Defaults (measured) with ``python -m benchmarks run verdict --config rewind`` and the
+    grids of ``--config rewind_lr``, ``rewind_k60_100``, ``rewind_k60_80``: pbmc68k, the
+    200-epoch original of ``docs/reproduction.md`` trained again with ``rewind_epoch=k`` (its
+    weights equal the original's bit for bit), forget = the 22 "CD56+ NK" and the 90 "CD14+
+    Monocyte" members, seeds 0-2, 48 settings (``k`` 10-100, 5-20 epochs, lr 2e-3 to 1.2e-2),
+    each run judged by the per-cell equivalence test against 5 default-recipe retrains.  The
+    defaults, with the original trained ``train(max_epochs=200, rewind_epoch=80)`` (``k`` = 40%
+    of the epochs),
     ``0.06 x 200 = 12`` epochs at 5e-3: all checks passed in 5 of 6 runs (mean z -0.00 to
     +1.62), the cheapest setting passing at least 2 of 3 runs on both sets, at 0.05-0.065x a
     default retrain's wall time (``fast_retrain``: 6 of 6 at 0.12-0.16x).  Neighbours: at

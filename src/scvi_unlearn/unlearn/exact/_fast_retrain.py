@@ -113,7 +113,7 @@ def fast_retrain(
         ``False`` (default): KL weight 1 from the first step.  ``True``: the KL weight rises
         linearly from 0 to 1 over the whole budget, as scvi-tools' default recipe warms it up
         over 400 epochs (a compressed copy of the original's schedule).  Not the default: on
-        5,000 simulated cells (``benchmarks/scale_verdict.py --warmup-epochs 60 30``,
+        5,000 simulated cells (``python -m benchmarks run verdict --config scale_warmup``,
         docs/fast_unlearning.md) it brings the fit closer to default-recipe retrains (other
         types +0.6% to +0.8% better than theirs instead of +1.3% to +1.7%) but passes the
         per-cell verdict in 1 of 6 runs at 60 epochs (the full budget without it: 0 of 6).
@@ -123,7 +123,7 @@ def fast_retrain(
         recorded warm-up (:func:`original_kl_weight`; scvi-tools warms it up over 400 epochs,
         so a 200-epoch original ends at 0.50 and its retrains too).  Default 1: the ELBO the
         per-cell test scores.  ``"original"`` is not the default: fit-matched on pbmc68k
-        (``benchmarks/fit_match_verdict.py --cd34 --runs fit-matched "kl original"``, 6 forget
+        (``python -m benchmarks run verdict --config kl_original``, 6 forget
         sets, seeds 0-2) it passes 13/18 vs 10/18 on the 200-epoch original (CD34+ 3/3 vs 2/3)
         but 4/18 vs 5/18 on the 60-epoch one, and costs 10-40% more (it needs more epochs to
         reach the original's fit).
@@ -150,21 +150,20 @@ def fast_retrain(
         50, 3/3 vs 1/3 (same-type held-out check 3/3 vs 1/3; 10 vs 8 epochs); pbmc68k, 6 forget
         sets, originals of 200 epochs 11/18 vs 10/18, of 60 epochs 5/18 vs 5/18, of 400 epochs
         11/18 vs 11/18; 5,000 cells, random 50 and 134 NK, 2/6 vs 3/6; 32/63 vs 30/63 overall
-        (``benchmarks/fit_match_verdict.py --cd34 --runs fit-matched "averaged 3"``,
-        ``benchmarks/scale_verdict.py --fit-variants``; docs/fast_unlearning.md,
-        "Averaging the weights").
+        (``python -m benchmarks run verdict --config averaging``, ``--config
+        scale_fit_variants``; docs/fast_unlearning.md, "Averaging the weights").
     max_average_steps
         Upper bound of the average's time constant, in optimizer steps (``None``: none).  The
         jitter it removes comes from the steps (learning rate, batch size), not from how many
         steps an epoch takes: on large data 3 epochs are thousands of steps and the average lags
         the weights by epochs.  Default 60 (with ``check_steps=20``), chosen by measurement
-        (``benchmarks/scale_verdict.py --fit-variants "averaged over 60 steps, checked every
-        20"``, seeds 0-2, passed against the 3-epoch average checked once an epoch): 5,000
-        simulated cells, random 50, 3/3 vs 2/3 (9-9.5 vs 10-11 epochs), the 134 NK cells 0/3 vs
-        0/3; 10,000 cells, random 50, 3/3 vs 3/3 (6.7-7 vs 10 epochs); 20,000 cells, random 50,
-        3/3 vs 3/3 (5.7-6 vs 10 epochs, 0.026-0.029x vs 0.044-0.046x a retrain), the 622 NK
-        cells 0/3 vs 0/3 (mean z +1.5 to +1.8 vs +2.5 to +2.9).  pbmc68k (4 steps an epoch) is
-        unchanged: 3 epochs are 12 steps.
+        (``python -m benchmarks run verdict --config scale_fit_variants``, the variant "averaged
+        over 60 steps, checked every 20", seeds 0-2, passed against the 3-epoch average
+        checked once an epoch): 5,000 simulated cells, random 50, 3/3 vs 2/3 (9-9.5 vs 10-11
+        epochs), the 134 NK cells 0/3 vs 0/3; 10,000 cells, random 50, 3/3 vs 3/3 (6.7-7 vs 10
+        epochs); 20,000 cells, random 50, 3/3 vs 3/3 (5.7-6 vs 10 epochs, 0.026-0.029x vs
+        0.044-0.046x a retrain), the 622 NK cells 0/3 vs 0/3 (mean z +1.5 to +1.8 vs +2.5 to
+        +2.9).  pbmc68k (4 steps an epoch) is unchanged: 3 epochs are 12 steps.
     check_steps
         With ``match_fit``, most optimizer steps between two fit checks: the fit is checked
         ``ceil(steps_per_epoch / interval)`` times an epoch, evenly, the last at its end, and
@@ -179,14 +178,14 @@ def fast_retrain(
         the original's 38 epochs (0.010-0.011x; ``benchmarks/fit_match_scaling.py --cells
         100000``, ``--cells 300000``).  Verdict at 100,000 cells, random 50: equivalent per cell
         3/3, same-type held-out check 0/3 (0.1-0.4 nats above the retrains' 1-nat interval;
-        ``benchmarks/scale_verdict.py --cells 100000``); none at 300,000.
+        ``--config scale_fit_variants --set cells=100000``); none at 300,000.
     accelerator, devices, enable_progress_bar, **trainer_kwargs
         As in :meth:`scvi.model.SCVI.train` (e.g. ``strategy`` for several devices).
 
     Notes
     -----
-    **Why stop at the original's fit** (``python benchmarks/fit_match_verdict.py``,
-    ``benchmarks/scale_verdict.py``, commands and tables in docs/fast_unlearning.md "Fit-matched
+    **Why stop at the original's fit** (``python -m benchmarks run verdict --config fit_match``,
+    ``--config scale_fit_match``, commands and tables in docs/fast_unlearning.md "Fit-matched
     stopping").  The retrains a forget cell is judged against replay the original's recipe, which
     over-fits its training cells: on 5,000 simulated cells its held-out ELBO is 36 nats below its
     training ELBO, while 60 fast epochs leave a gap of 9 and fit unseen cells -- forget cells among
@@ -202,12 +201,12 @@ def fast_retrain(
     better than the default recipe even at matched held-out fit: the retrains memorise their
     training cells, a train / held-out gap of 30-73 nats on pbmc68k against 9-17 at the stop,
     and no stopping epoch or KL weight tried matches every setting,
-    ``benchmarks/unseen_type_trajectory.py``); 10,000 cells, random 50:
+    ``python -m benchmarks run trajectory --config unseen_type``); 10,000 cells, random 50:
     equivalent 3/3 (full budget 1/3) at 0.027x, same-type check failed 3/3.  On the
     ``docs/reproduction.md`` sets it passes CD56+ NK and CD14+ Monocyte 3/3 but the 9 CD34+
     cells 1/3 (the full budget: 3/3 each).
 
-    The schedule (``python benchmarks/fast_retrain.py --threads 1``, table in
+    The schedule (``python -m benchmarks run verdict --config fast_retrain``, table in
     ``docs/fast_unlearning.md``; before fit matching): pbmc68k, the 200-epoch model of
     ``docs/reproduction.md``, seeds 0-2 per schedule, judged by the per-cell equivalence test
     against 5 default-recipe retrains.  ``0.15 x 200 = 30`` epochs at lr 1.2e-2, constant:
