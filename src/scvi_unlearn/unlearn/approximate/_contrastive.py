@@ -138,10 +138,10 @@ def contrastive(
     -----
     Defaults (measured) on the offline PBMC data (700 cells; members of a stratified 70/30 split;
     default ``su.SCVI`` trained 400 epochs; forget = the 22 "CD56+ NK" members), measured with
-    ``python benchmarks/unlearn_defaults.py --grid`` (docs/unlearning.md).  Forget-cell ELBO:
-    original -596.3, retrain (3 seeds) -709.9; held-out ELBO of the other types: original -687.5.
-    ``max_epochs=10, shrink=0.75, finetune_epochs=3``: forget ELBO -686.8 (80% of the way to
-    retrain), other held-out -1.38%.  Without the fine-tune, ``shrink=0.5`` moved 80% but cost
+    ``python -m benchmarks run defaults --config unlearn_grid`` (docs/unlearning.md).  Forget-cell
+    ELBO: original -596.3, retrain (3 seeds) -709.9; held-out ELBO of the other types: original
+    -687.5. ``max_epochs=10, shrink=0.75, finetune_epochs=3``: forget ELBO -686.8 (80% of the way
+    to retrain), other held-out -1.38%.  Without the fine-tune, ``shrink=0.5`` moved 80% but cost
     -2.44% on the other cells; ``shrink=0.25`` 31% (-1.25%).
 
     It passes both membership attacks on the 22 NK cells on all three seeds, but not the
@@ -150,12 +150,12 @@ def contrastive(
     -9.3 on 90 monocytes, -5.4 on 9 CD34+ cells; docs/reproduction.md).  It was the default
     method until that verdict existed; ``fast_retrain`` is now.
 
-    **These defaults do not hold across settings** (``benchmarks/defaults_study.py``,
-    docs/unlearning.md, "Defaults across training lengths and forget sets": pbmc68k originals of 60
-    / 200 / 400 epochs x 9 forget sets, a simulated dataset): the held-out ELBO of the other cell
-    types fell by more than 2% in 16 of 28 settings (worst -6.4%; mostly large types and random
-    sets). ``unlearn``'s retain-ELBO check (2%, with its 95% margin) flags all 16; ``unlearn``
-    stops there with an ``UnlearningError`` by default (``on_degradation="auto"``).
+    **These defaults do not hold across settings** (``python -m benchmarks run defaults --config
+    across``, docs/unlearning.md, "Defaults across training lengths and forget sets": pbmc68k
+    originals of 60 / 200 / 400 epochs x 9 forget sets, a simulated dataset): the held-out ELBO of
+    the other cell types fell by more than 2% in 16 of 28 settings (worst -6.4%; mostly large types
+    and random sets). ``unlearn``'s retain-ELBO check (2%, with its 95% margin) flags all 16;
+    ``unlearn`` stops there with an ``UnlearningError`` by default (``on_degradation="auto"``).
     """
     if not 0.0 <= shrink <= 1.0:
         raise ValueError(f"shrink must be in [0, 1], got {shrink}.")

@@ -266,18 +266,18 @@ def distill(
     The retain-ELBO drop was -0.3% to +1.6% in all 36 runs of the six 25-epoch settings there
     (``fast_retrain`` -0.9% to +0.9%).
     **It does not beat** ``fast_retrain`` **at equal cost**: on this small dataset the retain
-    sample is every cell, both train for 25-30 epochs over them, and ``distill``'s teacher
-    pass and second student pass cost about what its 5 fewer epochs save.  With a retain
-    sample much smaller than the data (its point; ``python benchmarks/retain_sample_quality.py
-    --methods distill finetune --exact``, 6,000 / 20,000 simulated cells, 512 / 2,048 cells an
-    epoch, docs/scale.md) it is dominated by ``fast_retrain`` given the same cell passes (other
-    types' held-out ELBO -2.42% / -0.36% against -0.41% / +0.92%); its per-cell verdict there
-    is not measured.  The per-cell verdict is measured only on this 200-epoch original.  Across
-    training lengths (``python benchmarks/defaults_study.py --threads 1 --methods distill``:
-    pbmc68k originals of 60, 200 and 400 epochs, 9 forget sets, a simulated dataset) the
-    held-out ELBO of the other types stays within 2% of the original's in 26 of 28 settings;
-    the random 60 cells on the 200- and 400-epoch originals lose 3.5% and 2.5%, and the retain
-    check stops both.
+    sample is every cell, both train for 25-30 epochs over them, and ``distill``'s teacher pass
+    and second student pass cost about what its 5 fewer epochs save.  With a retain sample much
+    smaller than the data (its point; ``python -m benchmarks run scaling --config
+    retain_sample_exact`` and ``--config retain_sample_20k``, 6,000 / 20,000 simulated cells,
+    512 / 2,048 cells an epoch, docs/scale.md) it is dominated by ``fast_retrain`` given the
+    same cell passes (other types' held-out ELBO -2.42% / -0.36% against -0.41% / +0.92%); its
+    per-cell verdict there is not measured.  The per-cell verdict is measured only on this
+    200-epoch original.  Across training lengths (``python -m benchmarks run defaults --config
+    across --set methods='["distill"]'``: pbmc68k originals of 60, 200 and 400 epochs, 9 forget
+    sets, a simulated dataset) the held-out ELBO of the other types stays within 2% of the
+    original's in 26 of 28 settings; the random 60 cells on the 200- and 400-epoch originals
+    lose 3.5% and 2.5%, and the retain check stops both.
     """
     max_epochs = int_argument("max_epochs", max_epochs, 1)
     guard_neighbors = int_argument("guard_neighbors", guard_neighbors, 0)

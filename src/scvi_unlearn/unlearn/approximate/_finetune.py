@@ -66,19 +66,19 @@ def finetune(
     -----
     Defaults (measured) on the offline PBMC data (700 cells; members of a stratified 70/30 split;
     default ``su.SCVI`` trained 400 epochs; forget = the 22 "CD56+ NK" members), measured with
-    ``python benchmarks/unlearn_defaults.py --grid`` (docs/unlearning.md).  Forget-cell ELBO:
-    original -596.3, retrain (3 seeds) -709.9; held-out ELBO of the other types: original -687.5.
-    ``max_epochs=20, lr=5e-3``: forget ELBO -648.8 (46% of the way from the original to retrain),
-    other held-out -0.92%.  ``lr=1e-3`` moved only 9%; ``lr=1e-2`` reached 92% but cost -2.31% on
-    the other cells (beyond the 2% budget).
+    ``python -m benchmarks run defaults --config unlearn_grid`` (docs/unlearning.md).  Forget-cell
+    ELBO: original -596.3, retrain (3 seeds) -709.9; held-out ELBO of the other types: original
+    -687.5. ``max_epochs=20, lr=5e-3``: forget ELBO -648.8 (46% of the way from the original to
+    retrain), other held-out -0.92%.  ``lr=1e-3`` moved only 9%; ``lr=1e-2`` reached 92% but cost
+    -2.31% on the other cells (beyond the 2% budget).
 
-    **These defaults do not hold across settings** (``benchmarks/defaults_study.py``,
-    docs/unlearning.md, "Defaults across training lengths and forget sets": pbmc68k originals of 60
-    / 200 / 400 epochs x 9 forget sets, a simulated dataset): the held-out ELBO of the other cell
-    types fell by more than 2% in 6 of 28 settings (worst -6.3%; random 60-member sets and several
-    types on the 200- and 400-epoch originals; on a 60-epoch original it improves the held-out
-    ELBO). ``unlearn``'s retain-ELBO check (2%, with its 95% margin) flags all 6; ``unlearn``
-    stops there with an ``UnlearningError`` by default (``on_degradation="auto"``).
+    **These defaults do not hold across settings** (``python -m benchmarks run defaults --config
+    across``, docs/unlearning.md, "Defaults across training lengths and forget sets": pbmc68k
+    originals of 60 / 200 / 400 epochs x 9 forget sets, a simulated dataset): the held-out ELBO of
+    the other cell types fell by more than 2% in 6 of 28 settings (worst -6.3%; random 60-member
+    sets and several types on the 200- and 400-epoch originals; on a 60-epoch original it improves
+    the held-out ELBO). ``unlearn``'s retain-ELBO check (2%, with its 95% margin) flags all 6;
+    ``unlearn`` stops there with an ``UnlearningError`` by default (``on_degradation="auto"``).
     """
     model = task.new_model(copy_weights=True)
     train_on_retain(

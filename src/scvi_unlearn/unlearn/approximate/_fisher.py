@@ -183,24 +183,25 @@ def fisher(
     -----
     Defaults (measured) on the offline PBMC data (700 cells; members of a stratified 70/30 split;
     default ``su.SCVI`` trained 400 epochs; forget = the 22 "CD56+ NK" members), measured with
-    ``python benchmarks/unlearn_defaults.py --grid`` (docs/unlearning.md).  Forget-cell ELBO:
-    original -596.3, retrain (3 seeds) -709.9; held-out ELBO of the other types: original -687.5.
-    The authors' ``alpha=1e-6`` changes nothing measurable on scVI (0%); ``alpha=5e-5`` (default):
-    forget ELBO -620.0 (21% of the way to retrain), other held-out -1.40%; ``alpha=1e-4``: 65% but
-    -4.43%; ``1e-3`` destroys the model.  The noise is not specific to the forget cells, so it
-    moves them little within the 2% budget.  The ascent option is far more specific:
-    ``ascent_epochs=5, alpha=1e-6`` (with the default ``ascent_lr=3e-4, forget_margin=0.05``) moved
-    80% at -1.25%; keep ``alpha`` at 1e-6 with the ascent (``alpha=5e-5`` plus ascent cost -2.98%).
+    ``python -m benchmarks run defaults --config unlearn_grid`` (docs/unlearning.md).  Forget-cell
+    ELBO: original -596.3, retrain (3 seeds) -709.9; held-out ELBO of the other types: original
+    -687.5. The authors' ``alpha=1e-6`` changes nothing measurable on scVI (0%); ``alpha=5e-5``
+    (default): forget ELBO -620.0 (21% of the way to retrain), other held-out -1.40%;
+    ``alpha=1e-4``: 65% but -4.43%; ``1e-3`` destroys the model.  The noise is not specific to the
+    forget cells, so it moves them little within the 2% budget.  The ascent option is far more
+    specific: ``ascent_epochs=5, alpha=1e-6`` (with the default ``ascent_lr=3e-4,
+    forget_margin=0.05``) moved 80% at -1.25%; keep ``alpha`` at 1e-6 with the ascent
+    (``alpha=5e-5`` plus ascent cost -2.98%).
 
-    Across settings (``python benchmarks/defaults_study.py``, docs/unlearning.md, "Defaults
-    across training lengths and forget sets": pbmc68k originals of 60, 200 and 400 epochs x 9
-    forget sets, and a simulated dataset), the former fixed default ``alpha=5e-5`` lost up to
+    Across settings (``python -m benchmarks run defaults --config across``, docs/unlearning.md,
+    "Defaults across training lengths and forget sets": pbmc68k originals of 60, 200 and 400 epochs
+    x 9 forget sets, and a simulated dataset), the former fixed default ``alpha=5e-5`` lost up to
     3.1% held-out ELBO of the other cell types and more than 2% in 13 of 28 settings (every
-    60-epoch one, at -2.1% to -3.1%; -1.3% to -1.8% on the 400-epoch original).  The
-    calibrated default (``noise_budget=0.01``) chose ``alpha`` between 1.8e-5 and 3.0e-5 and stayed
-    within 2% in all 28 (worst -1.02%).  On the setting above it moves the forget ELBO to
-    -607.2 (10% of the way to retrain) at -0.63%: it is less aggressive than ``alpha=5e-5``
-    there, by design, since the budget must also hold where ``5e-5`` did not.
+    60-epoch one, at -2.1% to -3.1%; -1.3% to -1.8% on the 400-epoch original).  The calibrated
+    default (``noise_budget=0.01``) chose ``alpha`` between 1.8e-5 and 3.0e-5 and stayed within 2%
+    in all 28 (worst -1.02%).  On the setting above it moves the forget ELBO to -607.2 (10% of the
+    way to retrain) at -0.63%: it is less aggressive than ``alpha=5e-5`` there, by design, since
+    the budget must also hold where ``5e-5`` did not.
     """
     if (alpha is not None and not alpha >= 0) or not variance_cap > 0:
         raise ValueError("alpha must be None or >= 0 and variance_cap > 0.")

@@ -124,18 +124,18 @@ def gradient_ascent(
     -----
     Defaults (measured) on the offline PBMC data (700 cells; members of a stratified 70/30 split;
     default ``su.SCVI`` trained 400 epochs; forget = the 22 "CD56+ NK" members), measured with
-    ``python benchmarks/unlearn_defaults.py --grid`` (docs/unlearning.md).  Forget-cell ELBO:
-    original -596.3, retrain (3 seeds) -709.9; held-out ELBO of the other types: original -687.5.
-    ``max_epochs=10, beta=0.9, forget_margin=0.075``: forget ELBO -699.4 (91% of the way to
+    ``python -m benchmarks run defaults --config unlearn_grid`` (docs/unlearning.md).  Forget-cell
+    ELBO: original -596.3, retrain (3 seeds) -709.9; held-out ELBO of the other types: original
+    -687.5. ``max_epochs=10, beta=0.9, forget_margin=0.075``: forget ELBO -699.4 (91% of the way to
     retrain), other held-out -1.56%.  ``beta=0.5`` overshot (155%, -3.06%); ``forget_margin=0.05``
     moved 59% (-0.96%); ``0.1`` overshot (128%, -1.97%).
 
-    **These defaults do not hold across settings** (``benchmarks/defaults_study.py``,
-    docs/unlearning.md, "Defaults across training lengths and forget sets": pbmc68k originals of 60
-    / 200 / 400 epochs x 9 forget sets, a simulated dataset): the held-out ELBO of the other cell
-    types fell by more than 2% in 20 of 28 settings (worst -8.0%; random sets (-5% to -8%) and most
-    cell types). ``unlearn``'s retain-ELBO check (2%) flagged 20 of them; ``unlearn`` stops
-    there with an ``UnlearningError`` by default (``on_degradation="auto"``).
+    **These defaults do not hold across settings** (``python -m benchmarks run defaults --config
+    across``, docs/unlearning.md, "Defaults across training lengths and forget sets": pbmc68k
+    originals of 60 / 200 / 400 epochs x 9 forget sets, a simulated dataset): the held-out ELBO of
+    the other cell types fell by more than 2% in 20 of 28 settings (worst -8.0%; random sets (-5%
+    to -8%) and most cell types). ``unlearn``'s retain-ELBO check (2%) flagged 20 of them;
+    ``unlearn`` stops there with an ``UnlearningError`` by default (``on_degradation="auto"``).
     """
     if not 0.0 <= beta <= 1.0:
         raise ValueError(f"beta must be in [0, 1], got {beta}.")

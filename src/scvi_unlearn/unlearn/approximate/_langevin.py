@@ -188,9 +188,9 @@ def langevin(
     closest to calibrated on both sets (per-cell ratio 1.20 / 1.09, ratio of the mean 0.85 /
     1.44) and passes 0 of 6 (monocytes remember 3 of 3).  No calibrated setting passed.
 
-    **These defaults do not hold across settings** (``python benchmarks/defaults_study.py
-    --threads 1 --methods langevin``, docs/unlearning.md, "Defaults across training lengths and
-    forget sets"): the other types' held-out ELBO fell by more than 2% in 9 of 28 settings
+    **These defaults do not hold across settings** (``python -m benchmarks run defaults --config
+    across --set methods='["langevin"]'``, docs/unlearning.md, "Defaults across training lengths
+    and forget sets"): the other types' held-out ELBO fell by more than 2% in 9 of 28 settings
     (worst -7.6%, a random 60-member set on the 400-epoch original); ``unlearn``'s retain check
     stops all 9 with an :class:`~scvi_unlearn.unlearn.UnlearningError` by default, and 10 runs
     within 2% too (held out -0.5% to -1.9%).

@@ -199,12 +199,12 @@ def reinit_finetune(
     2.0% and 2.5% on two CD14+ Monocyte runs: ``unlearn`` stops those with an
     :class:`~scvi_unlearn.unlearn.UnlearningError` by default (``on_degradation="auto"``).
 
-    **The defaults do not hold across settings** (``benchmarks/defaults_study.py --methods
-    reinit_finetune``, docs/unlearning.md, "Defaults across training lengths and forget sets":
-    pbmc68k originals of 60 / 200 / 400 epochs x 9 forget sets, a simulated dataset): the
-    held-out ELBO of the other cell types fell by more than 2% in 5 of 28 settings (worst -4.4%;
-    CD14+ Monocyte, CD19+ B and random 60 on the 200- and 400-epoch originals), all 5 flagged by
-    the retain check, which stops them by default.
+    **The defaults do not hold across settings** (``python -m benchmarks run defaults --config
+    across --set methods='["reinit_finetune"]'``, docs/unlearning.md, "Defaults across training
+    lengths and forget sets": pbmc68k originals of 60 / 200 / 400 epochs x 9 forget sets, a
+    simulated dataset): the held-out ELBO of the other cell types fell by more than 2% in 5 of 28
+    settings (worst -4.4%; CD14+ Monocyte, CD19+ B and random 60 on the 200- and 400-epoch
+    originals), all 5 flagged by the retain check, which stops them by default.
     """
     _check_fraction(fraction)
     for value, allowed, what in (

@@ -158,18 +158,19 @@ def scrub(
     -----
     Defaults (measured) on the offline PBMC data (700 cells; members of a stratified 70/30 split;
     default ``su.SCVI`` trained 400 epochs; forget = the 22 "CD56+ NK" members), measured with
-    ``python benchmarks/unlearn_defaults.py --grid`` (docs/unlearning.md).  Forget-cell ELBO:
-    original -596.3, retrain (3 seeds) -709.9; held-out ELBO of the other types: original -687.5.
-    ``max_epochs=10, max_step_epochs=5, divergence_cap=20, lr=3e-3``: forget ELBO -673.5 (68% of
-    the way to retrain), other held-out -0.68%.  With ``lr=1e-3`` the cap 5 / 20 / 50 moved 15% /
-    26% / 36%; ``divergence_cap=50, lr=3e-3`` 71%.
+    ``python -m benchmarks run defaults --config unlearn_grid`` (docs/unlearning.md).  Forget-cell
+    ELBO: original -596.3, retrain (3 seeds) -709.9; held-out ELBO of the other types: original
+    -687.5. ``max_epochs=10, max_step_epochs=5, divergence_cap=20, lr=3e-3``: forget ELBO -673.5
+    (68% of the way to retrain), other held-out -0.68%.  With ``lr=1e-3`` the cap 5 / 20 / 50 moved
+    15% / 26% / 36%; ``divergence_cap=50, lr=3e-3`` 71%.
 
-    **These defaults do not hold across settings** (``benchmarks/defaults_study.py``,
-    docs/unlearning.md, "Defaults across training lengths and forget sets": pbmc68k originals of 60
-    / 200 / 400 epochs x 9 forget sets, a simulated dataset): the held-out ELBO of the other cell
-    types fell by more than 2% in 6 of 28 settings (worst -8.2%; Dendritic (168 cells), CD14+
-    Monocyte and random 60-member sets).  ``unlearn``'s retain-ELBO check (2%) flagged 6 of them;
-    ``unlearn`` stops there with an ``UnlearningError`` by default (``on_degradation="auto"``).
+    **These defaults do not hold across settings** (``python -m benchmarks run defaults --config
+    across``, docs/unlearning.md, "Defaults across training lengths and forget sets": pbmc68k
+    originals of 60 / 200 / 400 epochs x 9 forget sets, a simulated dataset): the held-out ELBO of
+    the other cell types fell by more than 2% in 6 of 28 settings (worst -8.2%; Dendritic (168
+    cells), CD14+ Monocyte and random 60-member sets).  ``unlearn``'s retain-ELBO check (2%)
+    flagged 6 of them; ``unlearn`` stops there with an ``UnlearningError`` by default
+    (``on_degradation="auto"``).
     """
     if not 0 <= max_step_epochs <= max_epochs:
         raise ValueError(

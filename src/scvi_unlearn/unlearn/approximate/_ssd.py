@@ -54,13 +54,13 @@ def ssd(
     -----
     Defaults (measured) on the offline PBMC data (700 cells; members of a stratified 70/30 split;
     default ``su.SCVI`` trained 400 epochs; forget = the 22 "CD56+ NK" members), measured with
-    ``python benchmarks/unlearn_defaults.py --grid`` (docs/unlearning.md).  Forget-cell ELBO:
-    original -596.3, retrain (3 seeds) -709.9; held-out ELBO of the other types: original -687.5.
-    The paper's ``alpha=10, lambda_=1``: forget ELBO -676.7 (71% of the way to retrain), other
-    held-out -0.32%, in 0.5 s -- the best utility at the lowest cost by this ELBO criterion.  The
-    membership audit (docs/reproduction.md) shows it leaves the forget cells about as
-    detectable as the original does, so it is not the default method.  ``alpha=5``
-    overshot (182%, -2.22%); ``lambda_=5`` moved 36% (-0.11%).
+    ``python -m benchmarks run defaults --config unlearn_grid`` (docs/unlearning.md).  Forget-cell
+    ELBO: original -596.3, retrain (3 seeds) -709.9; held-out ELBO of the other types: original
+    -687.5. The paper's ``alpha=10, lambda_=1``: forget ELBO -676.7 (71% of the way to retrain),
+    other held-out -0.32%, in 0.5 s -- the best utility at the lowest cost by this ELBO criterion.
+    The membership audit (docs/reproduction.md) shows it leaves the forget cells about as
+    detectable as the original does, so it is not the default method.  ``alpha=5`` overshot (182%,
+    -2.22%); ``lambda_=5`` moved 36% (-0.11%).
     """
     if alpha <= 0 or lambda_ <= 0:
         raise ValueError(f"alpha and lambda_ must be > 0, got alpha={alpha}, lambda_={lambda_}.")

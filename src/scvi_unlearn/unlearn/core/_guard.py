@@ -17,17 +17,17 @@ The ELBO is averaged over 4 posterior draws with a fixed seed (0), so the check 
 Its result is stored in ``unlearn_record_["checks"]`` (``"independent"`` says whether the cells
 were unseen by both models).
 
-Why 2% and why validation cells (measured, ``benchmarks/defaults_study.py``, docs/unlearning.md
-"Defaults across training lengths and forget sets"): over 252 runs of the approximate methods
-(pbmc68k originals of 60 / 200 / 400 epochs, 9 forget sets, a simulated dataset), the drop on
-the retain validation cells tracks the held-out ELBO change of cells no model trained on
-closely, so a 2% tolerance flags the runs that miss the 2% utility goal (the former 5% let
-drops of 2-5% through silently).  The margin for the check's own sampling error: its 30-50
-validation cells put the point drop a few tenths of a point off the held-out change, which let 7
-of the 83 runs beyond the goal through (held-out -2.01% to -2.30%, point drop 1.43-1.97%); with
-the one-sided 95% bound all 83 are flagged, at the price of 20 runs stopped that lose 0.5-2.0%
-held out, 17 of them more than 1% (a point rule at 1.5% would miss 1 and stop 23).  The
-standard error shrinks as ``1 / sqrt(n)``: with more check cells the margin vanishes.
+Why 2% and why validation cells (measured, ``python -m benchmarks run defaults --config across``,
+docs/unlearning.md "Defaults across training lengths and forget sets"): over 252 runs of the
+approximate methods (pbmc68k originals of 60 / 200 / 400 epochs, 9 forget sets, a simulated
+dataset), the drop on the retain validation cells tracks the held-out ELBO change of cells no model
+trained on closely, so a 2% tolerance flags the runs that miss the 2% utility goal (the former 5%
+let drops of 2-5% through silently).  The margin for the check's own sampling error: its 30-50
+validation cells put the point drop a few tenths of a point off the held-out change, which let 7 of
+the 83 runs beyond the goal through (held-out -2.01% to -2.30%, point drop 1.43-1.97%); with the
+one-sided 95% bound all 83 are flagged, at the price of 20 runs stopped that lose 0.5-2.0% held
+out, 17 of them more than 1% (a point rule at 1.5% would miss 1 and stop 23).  The standard error
+shrinks as ``1 / sqrt(n)``: with more check cells the margin vanishes.
 
 The retain *training* cells are a biased fallback: methods
 that fine-tune on them improve their ELBO while the held-out ELBO falls (finetune on a

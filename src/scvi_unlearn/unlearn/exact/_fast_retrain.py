@@ -175,10 +175,11 @@ def fast_retrain(
         (492 steps an epoch, the original 114 epochs) the defaults stop after 1.1 epochs
         (0.011-0.018x the original's wall time, on a loaded machine) where a 3-epoch average
         checked once an epoch stopped after 8 (0.086-0.104x); at 300,000 cells after 0.26 of
-        the original's 38 epochs (0.010-0.011x; ``benchmarks/fit_match_scaling.py --cells
-        100000``, ``--cells 300000``).  Verdict at 100,000 cells, random 50: equivalent per cell
-        3/3, same-type held-out check 0/3 (0.1-0.4 nats above the retrains' 1-nat interval;
-        ``--config scale_fit_variants --set cells=100000``); none at 300,000.
+        the original's 38 epochs (0.010-0.011x; ``python -m benchmarks run scaling --config
+        fit_match_100k``, ``--config fit_match_300k``).  Verdict at 100,000 cells, random 50:
+        equivalent per cell 3/3, same-type held-out check 0/3 (0.1-0.4 nats above the
+        retrains' 1-nat interval; ``--config scale_fit_variants --set cells=100000``); none at
+        300,000.
     accelerator, devices, enable_progress_bar, **trainer_kwargs
         As in :meth:`scvi.model.SCVI.train` (e.g. ``strategy`` for several devices).
 

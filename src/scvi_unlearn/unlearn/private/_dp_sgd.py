@@ -137,7 +137,7 @@ def dp_sgd(
 
     Notes
     -----
-    Defaults, measured once on pbmc68k (``python benchmarks/dp_speed.py --part grid``; the
+    Defaults, measured once on pbmc68k (``python -m benchmarks run dp --config grid``; the
     setting of ``docs/unlearning.md``: 424 retain training cells after forgetting the 22
     "CD56+ NK" members; mean held-out ELBO of the 209 non-members, 8 draws; ``epsilon = 8``,
     ``delta = 1 / n**2``; tables in ``docs/dp_sgd.md``): over ``max_epochs`` in {20, 50, 100}

@@ -148,7 +148,7 @@ accelerator, enable_progress_bar, log_loss
         ``log_loss``); the last one also holds ``epsilon`` and ``delta``.
     on_epoch_end
         Optional callable ``f(epoch)`` called after every epoch (used for timing by
-        ``benchmarks/dp_speed.py``).
+        ``python -m benchmarks run dp --config speed``).
 
     Returns
     -------
