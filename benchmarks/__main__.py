@@ -14,6 +14,7 @@ import argparse
 import datetime
 import json
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -55,7 +56,7 @@ def _list() -> int:
 
 def _command(suite: str, path: Path, overrides: list[str]) -> str:
     config = path.stem if path.parent == h.CONFIGS / suite else str(path)
-    sets = "".join(f" --set {o}" for o in overrides)
+    sets = "".join(f" --set {shlex.quote(o)}" for o in overrides)
     return f"python -m benchmarks run {suite} --config {config}{sets}"
 
 

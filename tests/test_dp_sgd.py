@@ -1,7 +1,8 @@
 """``dp_sgd``: a DP-SGD retrain on the retain cells (Opacus, ghost clipping).
 
 Small settings throughout (a few epochs of the 30-epoch session model's retain cells); the
-utility and speed numbers live in ``benchmarks/dp_speed.py`` and ``docs/dp_sgd.md``.
+utility and speed numbers live in ``python -m benchmarks run dp`` (configs ``speed``,
+``utility``, ``grid``) and ``docs/dp_sgd.md``.
 """
 
 from __future__ import annotations
