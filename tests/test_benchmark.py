@@ -210,6 +210,7 @@ def test_cli_benchmark_bad_arguments(capsys, tmp_path):
         main(["benchmark", "--out", str(tmp_path)])  # --forget-label is required
 
 
+@pytest.mark.slow  # two benchmark runs with 3 retrains each (about 20 s): the slow job
 def test_parallel_runs_match_sequential(pbmc, trained_model, forget_names, tmp_path):
     kw = dict(
         methods=["ssd"],
@@ -230,6 +231,7 @@ def test_parallel_runs_match_sequential(pbmc, trained_model, forget_names, tmp_p
     assert list(tmp_path.iterdir()) == []  # the workers' scratch space is cleaned up
 
 
+@pytest.mark.slow  # the whole demo, the README's main job (25-35 s): the slow job
 def test_demo_end_to_end(tmp_path, capsys):
     out = tmp_path / "demo"
     assert main(["demo", "--max-epochs", "10", "--out", str(out)]) == 0

@@ -143,15 +143,7 @@ def _write(out: Path, report, target, eq, lines: list[str]) -> None:
 def run(args: argparse.Namespace) -> int:
     """Audit the model in ``MODEL_DIR``: membership attack and per-cell equivalence.
 
-    Parameters
-    ----------
-    args
-        The parsed command line.
-
-    Returns
-    -------
-    int
-        The exit status (0, whatever the verdicts).
+    ``args``: the parsed command line; returns the exit status (0, whatever the verdicts).
     """
     import scvi_unlearn as su
 

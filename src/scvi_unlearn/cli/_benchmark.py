@@ -63,15 +63,7 @@ def _split(adata, args: argparse.Namespace, source: str, forget_file) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run the benchmark and write its tables and figures.
 
-    Parameters
-    ----------
-    args
-        The parsed command line.
-
-    Returns
-    -------
-    int
-        The exit status (0).
+    ``args``: the parsed command line; returns the exit status (0).
     """
     import scvi_unlearn as su
     from scvi_unlearn.benchmark import run as run_benchmark

@@ -9,15 +9,7 @@ from pathlib import Path
 def run(args: argparse.Namespace) -> int:
     """Run the demo (:func:`scvi_unlearn.benchmark._demo.run_demo`).
 
-    Parameters
-    ----------
-    args
-        The parsed command line.
-
-    Returns
-    -------
-    int
-        The exit status (0).
+    ``args``: the parsed command line; returns the exit status (0).
     """
     from scvi_unlearn.benchmark._demo import run_demo
 

@@ -79,17 +79,10 @@ def summary(record: dict) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     """Unlearn the cells of ``--forget-cells`` from the model in ``MODEL_DIR``.
 
-    Parameters
-    ----------
-    args
-        The parsed command line.
-
-    Returns
-    -------
-    int
-        The exit status: 0, or 1 when the method fails (a non-finite loss or model) or the
-        retain check stops a degraded model (``--on-degradation``: by default for the methods
-        that edit the original); nothing is saved then.
+    ``args``: the parsed command line; returns the exit status: 0, or 1 when the method fails
+    (a non-finite loss or model) or the retain check stops a degraded model
+    (``--on-degradation``: by default for the methods that edit the original); nothing is saved
+    then.
     """
     import scvi_unlearn as su
 
