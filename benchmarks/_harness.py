@@ -1,7 +1,8 @@
 """The benchmark harness: suites of experiments, declarative configs, one entry point.
 
-A **suite** is a module of :mod:`benchmarks.suites` (its name is the module's name, its
-description the first line of the module's docstring).  It holds one or more **experiments**:
+A **suite** is a module (or a package, when it holds more than a module should) of
+:mod:`benchmarks.suites` (its name is the module's name, its description the first line of its
+docstring).  It holds one or more **experiments**:
 functions registered with :func:`experiment`, each taking a parameters object (a dataclass whose
 fields are the experiment's parameters, with documented defaults) and returning its tables.
 
@@ -86,7 +87,9 @@ def experiment(name: str, params: type = Common) -> Callable[[Callable], Callabl
         raise TypeError(f"experiment {name!r}: params must be a dataclass subclassing Common")
 
     def decorator(func: Callable) -> Callable:
-        suite = func.__module__.rpartition(".")[2]
+        # the suite is the module (or package) right below benchmarks.suites
+        parts = func.__module__.split(".")
+        suite = parts[2] if parts[:2] == ["benchmarks", "suites"] and len(parts) > 2 else parts[-1]
         EXPERIMENTS.setdefault(suite, {})[name] = Experiment(suite, name, func, params)
         return func
 
