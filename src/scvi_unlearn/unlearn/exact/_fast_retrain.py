@@ -89,6 +89,14 @@ def fast_retrain(
     cell is ever seen and no weight is copied: exact by construction (the "retrain from
     scratch" of Bourtoule et al. 2021, with a compute-efficient schedule).
 
+    **What the result depends on**: the retain cells, the seed and, with ``match_fit``, one
+    number read from the original -- its mean ELBO on the retain validation cells -- which only
+    chooses the stop step.  That channel carries at most ``log2(max steps)`` bits about the
+    whole original training set, forget cells included.  Tested in ``tests/test_exactness.py``:
+    two originals trained on data that differ only in the forget cells' counts give
+    bit-identical weights under a fixed stop (``match_fit=False``), with fit matching each equals
+    the other's fixed-budget run at its stop step, and no forget cell is read during the request.
+
     Parameters
     ----------
     task
