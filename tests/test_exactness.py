@@ -106,6 +106,22 @@ def test_fit_matching_differs_at_most_by_the_stop_step(twins, forget_names):
         assert same_state(module_state(result), module_state(fixed)), steps
 
 
+def test_strict_mode_reads_nothing_of_the_original(twins, forget_names):
+    """``strict=True`` stops at the new model's own validation plateau: the twins' results are
+    bit-identical with no fixed stop, and the stop is recorded."""
+    kw = {"strict": True, "max_epochs": 30, "patience": 2}
+    a, b = (_unlearn(m, forget_names, "fast_retrain", **kw) for m in twins)
+    assert same_state(module_state(a), module_state(b))
+    budget = a.unlearn_record_["budget"]
+    assert budget["steps"] == b.unlearn_record_["budget"]["steps"]
+    assert 0 < budget["epochs"] <= 30 and a.unlearn_record_["hyperparameters"]["strict"] is True
+    for bad, match in (({"patience": 0}, "patience"), ({"min_delta": -1.0}, "min_delta")):
+        with pytest.raises(ValueError, match=match):
+            _unlearn(twins[0], forget_names, "fast_retrain", strict=True, **bad)
+    with pytest.raises(ValueError, match="strict"):
+        _unlearn(twins[0], forget_names, "fast_retrain", strict="yes")
+
+
 @pytest.fixture
 def served(monkeypatch):
     """obs_names of every cell an scvi-tools dataset serves while the fixture is active."""

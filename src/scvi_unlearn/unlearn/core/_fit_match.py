@@ -21,7 +21,11 @@ from lightning.pytorch.callbacks import Callback
 
 from scvi_unlearn.unlearn.core._averaging import steps_per_epoch
 from scvi_unlearn.unlearn.core._guard import _CHECK_DRAWS as CHECK_DRAWS
-from scvi_unlearn.unlearn.core._guard import mean_elbo, original_validation_scores
+from scvi_unlearn.unlearn.core._guard import (
+    mean_elbo,
+    original_validation_scores,
+    validation_cells,
+)
 
 
 class FitMatchStopping(Callback):
@@ -32,8 +36,8 @@ class FitMatchStopping(Callback):
     last at the epoch's end.
 
     The ELBO is :func:`~scvi_unlearn.unlearn.core._guard.mean_elbo` (4 posterior draws, seeded,
-    eval
-    mode, the caller's random state restored), so evaluating it does not change the training.
+    eval mode, the caller's random state restored), so evaluating it does not change the
+    training.
 
     Parameters
     ----------
@@ -45,8 +49,8 @@ class FitMatchStopping(Callback):
         Mean ELBO (higher is better) at which training stops.
     averaging
         An :class:`~scvi_unlearn.unlearn.core._averaging.ExponentialAveraging` of the same
-        training:
-        its averaged module (what training returns) is scored instead of the current weights.
+        training: its averaged module (what training returns) is scored instead of the current
+        weights.
     check_steps
         Most optimizer steps between two checks (``None``: once an epoch).
 
@@ -98,9 +102,50 @@ class FitMatchStopping(Callback):
         module = pl_module.module if self.averaging is None else self.averaging.module
         value = mean_elbo(module, self.manager, self.cells)
         self.trace.append(value)
-        if value >= self.target:
+        if self.reached(value):
             self.stopped_step = self.steps
             trainer.should_stop = True
+
+    def reached(self, value: float) -> bool:
+        """Whether training stops after a check that scored ``value`` (its :attr:`trace` already
+        holds it): the original's fit is reached."""
+        return value >= self.target
+
+
+class PlateauStopping(FitMatchStopping):
+    """Stop training when the new model's own fit of ``cells`` stops improving (strict mode).
+
+    The checks are :class:`FitMatchStopping`'s, but nothing is read from the original: training
+    stops at the first check after which the best mean ELBO so far has not improved by more than
+    ``min_delta`` (relative to its magnitude) for ``patience`` checks -- the retain validation
+    cells' own plateau, the early stopping of Prechelt (1998, "Early Stopping -- But When?") --
+    or at the budget.  The result then depends on the retain cells and the seed only.
+
+    Parameters
+    ----------
+    manager, cells, averaging, check_steps
+        As :class:`FitMatchStopping`.
+    patience
+        Checks without improvement before stopping (>= 1).
+    min_delta
+        Smallest relative improvement of the best mean ELBO that counts (>= 0).
+    """
+
+    def __init__(
+        self, manager, cells, averaging=None, check_steps=None, patience=3, min_delta=1e-3
+    ):
+        super().__init__(manager, cells, np.nan, averaging, check_steps)
+        self.patience = int(patience)
+        self.min_delta = float(min_delta)
+        self.best = -np.inf
+        self._since_best = 0
+
+    def reached(self, value: float) -> bool:
+        if value > self.best + self.min_delta * abs(self.best if np.isfinite(self.best) else 0):
+            self.best, self._since_best = value, 0
+            return False
+        self._since_best += 1
+        return self._since_best >= self.patience
 
 
 def fit_match_callback(
@@ -123,6 +168,24 @@ def fit_match_callback(
     check_steps = check_interval(check_steps, cells.size, batch_size)
     target = float(scores.mean())
     return FitMatchStopping(task.adata_manager, cells, target, averaging, check_steps)
+
+
+def plateau_callback(
+    task,
+    averaging=None,
+    check_steps=None,
+    batch_size: int = 128,
+    patience: int = 3,
+    min_delta: float = 1e-3,
+) -> PlateauStopping | None:
+    """A :class:`PlateauStopping` on the retain validation cells of ``task`` (the cells fit
+    matching scores, checked as often), reading nothing from the original; ``None`` without a
+    validation split."""
+    cells = validation_cells(task)
+    if cells is None:
+        return None
+    check_steps = check_interval(check_steps, cells.size, batch_size)
+    return PlateauStopping(task.adata_manager, cells, averaging, check_steps, patience, min_delta)
 
 
 def check_interval(check_steps: int | None, n_cells: int, batch_size: int) -> int | None:

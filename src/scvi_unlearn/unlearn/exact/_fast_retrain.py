@@ -22,7 +22,7 @@ from torch.optim.lr_scheduler import CosineAnnealingLR
 
 from scvi_unlearn.unlearn.core._arguments import int_argument, number_argument
 from scvi_unlearn.unlearn.core._averaging import ExponentialAveraging, check_average_epochs
-from scvi_unlearn.unlearn.core._fit_match import fit_match_callback
+from scvi_unlearn.unlearn.core._fit_match import fit_match_callback, plateau_callback
 from scvi_unlearn.unlearn.core._guard import MIN_CHECK_CELLS
 from scvi_unlearn.unlearn.core._registry import register
 
@@ -70,6 +70,9 @@ def fast_retrain(
     kl_warmup: bool = False,
     kl_weight: float | str = 1.0,
     match_fit: bool = True,
+    strict: bool = False,
+    patience: int = 3,
+    min_delta: float = 1e-3,
     average_epochs: float | None = 3.0,
     max_average_steps: int | None = 60,
     check_steps: int | None = 20,
@@ -138,28 +141,35 @@ def fast_retrain(
     match_fit
         ``True`` (default): after every epoch (several times an epoch on large data,
         ``check_steps``), score the retain validation cells (unseen by the original and by this
-        model; the cells, 4 seeded posterior draws and sample of the post-unlearning retain
-        check) and stop at the first check whose mean ELBO reaches the original's on the same
-        cells; the epochs trained (a fraction when it stopped mid-epoch) and optimizer steps
-        are recorded as ``unlearn_record_["budget"]["epochs"]`` and ``["steps"]``.  Without a
-        validation split
+        model; the cells, 4 seeded posterior draws and sample of the post-unlearning retain check)
+        and stop at the first check whose mean ELBO reaches the original's on the same cells; the
+        epochs trained (a fraction when it stopped mid-epoch) and optimizer steps are recorded as
+        ``unlearn_record_["budget"]["epochs"]`` and ``["steps"]``.  Without a validation split
         (``train(train_size=1)``) it warns and trains the budget.  ``False``: always train the
-        budget.  What the new model takes from the original is this one number, its mean ELBO
-        on retain cells, which decides when training stops.
+        budget.  What the new model takes from the original is this one number, its mean ELBO on
+        retain cells, which decides when training stops.
+    strict
+        ``True``: read nothing from the original's fit -- stop at the plateau of the new
+        model's own mean ELBO on the same retain validation cells, checked as fit matching
+        checks (:class:`~scvi_unlearn.unlearn.core._fit_match.PlateauStopping`), or at the
+        budget; ``match_fit`` is then ignored.  The result depends on the retain cells and the
+        seed only (and the original's recorded epoch count, which sets the budget).
+    patience, min_delta
+        Strict mode's plateau: stop after ``patience`` checks in which the best mean ELBO did
+        not improve by more than ``min_delta`` of its magnitude.
     average_epochs
         Time constant, in epochs, of an exponential moving average of the weights (Polyak
         averaging, :class:`~scvi_unlearn.unlearn.core._averaging.ExponentialAveraging`), updated
-        after
-        every step; fit matching scores the average and the average is returned (the losses in
-        ``history_`` are those of the current weights).  ``None``: the last weights.  Default 3: at
-        a high constant learning rate the weights jitter, so the epoch where the fit is matched
+        after every step; fit matching scores the average and the average is returned (the losses
+        in ``history_`` are those of the current weights).  ``None``: the last weights.  Default 3:
+        at a high constant learning rate the weights jitter, so the epoch where the fit is matched
         overshoots the original's fit and varies from seed to seed more than default-recipe
         retrains do.  Measured (seeds 0-2, passed, averaged vs not): 10,000 simulated cells, random
         50, 3/3 vs 1/3 (same-type held-out check 3/3 vs 1/3; 10 vs 8 epochs); pbmc68k, 6 forget
         sets, originals of 200 epochs 11/18 vs 10/18, of 60 epochs 5/18 vs 5/18, of 400 epochs
         11/18 vs 11/18; 5,000 cells, random 50 and 134 NK, 2/6 vs 3/6; 32/63 vs 30/63 overall
-        (``python -m benchmarks run verdict --config averaging``, ``--config
-        scale_fit_variants``; docs/fast_unlearning.md, "Averaging the weights").
+        (``python -m benchmarks run verdict --config averaging``, ``--config scale_fit_variants``;
+        docs/fast_unlearning.md, "Averaging the weights").
     max_average_steps
         Upper bound of the average's time constant, in optimizer steps (``None``: none).  The
         jitter it removes comes from the steps (learning rate, batch size), not from how many
@@ -240,6 +250,9 @@ def fast_retrain(
         kl_warmup=kl_warmup,
         kl_weight=resolve_kl_weight(task, kl_weight),
         match_fit=match_fit,
+        strict=strict,
+        patience=patience,
+        min_delta=min_delta,
         average_epochs=average_epochs,
         max_average_steps=max_average_steps,
         check_steps=check_steps,
@@ -343,6 +356,9 @@ def train_fast(
     kl_warmup: bool = False,
     kl_weight: float = 1.0,
     match_fit: bool = False,
+    strict: bool = False,
+    patience: int = 3,
+    min_delta: float = 1e-3,
     average_epochs: float | None = None,
     max_average_steps: int | None = None,
     check_steps: int | None = None,
@@ -359,7 +375,9 @@ def train_fast(
     the ``max_epochs`` with ``kl_warmup``), Adam at ``lr``, constant or cosine-decayed
     (``schedule``), no early stopping except, with ``match_fit``, a
     :class:`~scvi_unlearn.unlearn.core._fit_match.FitMatchStopping` at the original's retain
-    validation ELBO, checked at most every ``check_steps`` steps (the epochs and steps trained
+    validation ELBO (with ``strict``, a
+    :class:`~scvi_unlearn.unlearn.core._fit_match.PlateauStopping` at the plateau of the
+    model's own), checked at most every ``check_steps`` steps (the epochs and steps trained
     recorded as ``task.budget["epochs"]`` and ``["steps"]``), with ``average_epochs`` an
     :class:`~scvi_unlearn.unlearn.core._averaging.ExponentialAveraging` whose time constant is at
     most ``max_average_steps`` steps.  Afterwards the
@@ -367,7 +385,7 @@ def train_fast(
     losses are appended to ``task.log``.
     """
     splitter = task.retain_splitter(batch_size)
-    for name, flag in (("kl_warmup", kl_warmup), ("match_fit", match_fit)):
+    for name, flag in (("kl_warmup", kl_warmup), ("match_fit", match_fit), ("strict", strict)):
         if not isinstance(flag, bool):
             raise ValueError(f"{name} must be True or False, got {flag!r}.")
     if max_average_steps is not None:
@@ -380,13 +398,17 @@ def train_fast(
         averaging = ExponentialAveraging(average, max_average_steps)
         callbacks.append(averaging)
     stopper = None
-    if match_fit:
+    if strict:
+        patience = int_argument("patience", patience, 1)
+        min_delta = number_argument("min_delta", min_delta)  # >= 0
+        stopper = plateau_callback(task, averaging, check_steps, batch_size, patience, min_delta)
+    elif match_fit:
         stopper = fit_match_callback(task, averaging, check_steps, batch_size)
-    if match_fit and stopper is None:
+    if (match_fit or strict) and stopper is None:
         warnings.warn(
-            f"match_fit: the original has fewer than {MIN_CHECK_CELLS} retain validation cells "
-            f"(trained with train_size=1?), so there is no unseen fit to match; training the "
-            f"full budget of {max_epochs} epochs.",
+            f"{'strict' if strict else 'match_fit'}: the original has fewer than "
+            f"{MIN_CHECK_CELLS} retain validation cells (trained with train_size=1?), so there "
+            f"is no unseen fit to check; training the full budget of {max_epochs} epochs.",
             UserWarning,
             stacklevel=3,
         )
