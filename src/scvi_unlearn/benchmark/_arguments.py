@@ -8,24 +8,23 @@ from collections.abc import Sequence
 from typing import Any
 
 from scvi_unlearn.unlearn import get_method
+from scvi_unlearn.unlearn import methods as method_table
 
-#: ``methods="all"``: the fast exact retrain, the differentially private retrain and every
-#: built-in approximate method (``retrain`` with the recorded recipe is always run: the
-#: references).
-ALL_METHODS = (
-    "fast_retrain",
-    "dp_sgd",
-    "finetune",
-    "gradient_ascent",
-    "ssd",
-    "scrub",
-    "contrastive",
-    "fisher",
-    "extragradient",
-    "mi_regularized",
-    "reinit_finetune",
-    "rewind",
-)
+
+def all_methods() -> tuple[str, ...]:
+    """The methods of ``methods="all"``: the rows of :func:`scvi_unlearn.unlearn.methods` whose
+    ``benchmark`` column is true, in the table's order (read at call time, so a method
+    registered with ``register(..., benchmark=True)`` is included)."""
+    table = method_table()
+    return tuple(table.loc[table["benchmark"].astype(bool), "name"])
+
+
+#: ``methods="all"`` when the package was imported (:func:`all_methods` reads the registry at
+#: call time): the fast exact retrain, the differentially private retrain and the approximate
+#: and adversarial methods that run on any scVI model (not ``distill`` and ``langevin``, added
+#: after the documented benchmark runs, nor ``conditional_reset``, for a ConditionalSCVI only;
+#: ``retrain`` with the recorded recipe is always run: the references).
+ALL_METHODS = all_methods()
 #: When ``rewind`` is among the methods, the original trained by the benchmark keeps a
 #: checkpoint after this fraction of its epochs (``train(..., rewind_epoch=...)``; the
 #: measured recommendation of :func:`scvi_unlearn.unlearn.rewind`).  Taking it draws no random
@@ -40,7 +39,10 @@ def original_train_kwargs(methods, train_kwargs: dict[str, Any] | None = None) -
     ``int(REWIND_FRACTION * max_epochs)`` (200 epochs when not given) when ``methods``
     (``"all"`` or names) include ``rewind`` and ``train_kwargs`` do not set it."""
     kwargs = dict(train_kwargs or {})
-    names = ALL_METHODS if methods == "all" else [methods] if isinstance(methods, str) else methods
+    if methods == "all":
+        names = all_methods()
+    else:
+        names = [methods] if isinstance(methods, str) else methods
     if "rewind" in names and kwargs.get("rewind_epoch") is None:
         kwargs["rewind_epoch"] = int(REWIND_FRACTION * int(kwargs.get("max_epochs", 200)))
     return kwargs
@@ -55,13 +57,13 @@ def resolve_arguments(
     model=None,
 ) -> tuple[list[str], list[int], list[int], list[str]]:
     """``(methods, seeds, retrain_seeds, attacks)`` of :func:`~scvi_unlearn.benchmark.run` as
-    lists, checked: registered methods (``"all"``: :data:`ALL_METHODS`, without ``rewind`` and
+    lists, checked: registered methods (``"all"``: :func:`all_methods`, without ``rewind`` and
     a warning when the given ``model`` has no training checkpoint), at least 3 retrain seeds,
     budgets in (0, 1), known attacks.  Raises :class:`ValueError` naming the bad argument."""
     # a given model without a checkpoint cannot run rewind (the one trained here has one)
     no_checkpoint = model is not None and getattr(model, "rewind_checkpoint_", None) is None
     if methods == "all":
-        methods = list(ALL_METHODS)
+        methods = list(all_methods())
         if no_checkpoint:
             methods.remove("rewind")
             warnings.warn(

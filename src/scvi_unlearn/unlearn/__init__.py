@@ -4,7 +4,9 @@ Use through :meth:`scvi_unlearn.SCVI.unlearn`::
 
     new = model.unlearn(forget_cells, method="scrub")
 
-:data:`METHODS` maps names to methods; :func:`register` adds a user method.  Each built-in
+:data:`METHODS` maps names to methods; :func:`register` adds a user method; :func:`methods`
+is the table of what each guarantees (kind, exact, private, guarantee, reference, status,
+measured pass rate and cost).  Each built-in
 method lives in its own module and documents its paper, hyper-parameters and measured defaults
 (see ``docs/unlearning.md``).
 
@@ -41,7 +43,7 @@ from scvi_unlearn.unlearn.core._budget import (
     retain_sample_size,
 )
 from scvi_unlearn.unlearn.core._datamodule import RetainForgetDataModule
-from scvi_unlearn.unlearn.core._engine import DEFAULT_METHOD
+from scvi_unlearn.unlearn.core._guarantees import METHOD_COLUMNS, guarantee, methods
 from scvi_unlearn.unlearn.core._guard import (
     CHECK_Z,
     MIN_CHECK_CELLS,
@@ -54,7 +56,9 @@ from scvi_unlearn.unlearn.core._parallel import UnlearningJob, run_jobs
 from scvi_unlearn.unlearn.core._plan import NonFiniteLossError, UnlearningTrainingPlan
 from scvi_unlearn.unlearn.core._record import forget_digest, verify_forget_digest
 from scvi_unlearn.unlearn.core._registry import (
+    DEFAULT_METHOD,
     FROM_SCRATCH,
+    KINDS,
     METHODS,
     get_method,
     register,
@@ -69,7 +73,9 @@ __all__ = [
     "CHECK_Z",
     "DEFAULT_METHOD",
     "FROM_SCRATCH",
+    "KINDS",
     "METHODS",
+    "METHOD_COLUMNS",
     "MIN_CHECK_CELLS",
     "RETAIN_CAP",
     "RETAIN_FLOOR",
@@ -106,8 +112,10 @@ __all__ = [
     "forget_digest",
     "get_method",
     "gradient_ascent",
+    "guarantee",
     "langevin",
     "mi_regularized",
+    "methods",
     "register",
     "reinit_finetune",
     "run_jobs",

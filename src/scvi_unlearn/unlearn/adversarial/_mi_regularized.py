@@ -51,7 +51,20 @@ class MIRegularizedPlan(CriticPlan):
         self.log_step(loss, terms, retain_out)
 
 
-@register("mi_regularized")
+@register(
+    "mi_regularized",
+    guarantee=(
+        "none: fine-tunes a copy of the original with a penalty on the mutual information "
+        "between its outputs and membership"
+    ),
+    reference=(
+        "MI-regularized unlearning of the study's second seed, variational MI bound "
+        "(Barber & Agakov 2003)"
+    ),
+    status="research baseline",
+    measured="0/3 CD56+ NK, 0/3 CD34+, 0/3 CD14+ Monocyte; 0.10-0.13x (docs/reproduction.md)",
+    benchmark=True,
+)
 def mi_regularized(
     task,
     *,

@@ -42,7 +42,18 @@ def forgotten_labels(task) -> tuple[np.ndarray, np.ndarray]:
     return fully, partially
 
 
-@register("conditional_reset")
+@register(
+    "conditional_reset",
+    guarantee=(
+        "exact for the reset per-label decoder offsets only; the shared encoder and "
+        "decoder keep what they learnt from the forget cells (ConditionalSCVI only)"
+    ),
+    reference=(
+        "conditional scrubbing of a cluster-conditional VAE (the study this package grew "
+        "from, Section 7.5)"
+    ),
+    status="research baseline",
+)
 def conditional_reset(
     task,
     *,

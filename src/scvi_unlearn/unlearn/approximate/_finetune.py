@@ -17,7 +17,14 @@ class RetainTrainingPlan(UnlearningTrainingPlan):
         return loss, {"retain_nelbo": float(loss.detach())}, out.loss_output
 
 
-@register("finetune")
+@register(
+    "finetune",
+    guarantee="none: fine-tunes a copy of the original on the retain cells",
+    reference="Finetune baseline (Warnecke et al. 2023, NDSS; Kurmanji et al. 2023, NeurIPS)",
+    status="research baseline",
+    measured="0/3 CD56+ NK, 0/3 CD34+, 0/3 CD14+ Monocyte; 0.10-0.12x (docs/reproduction.md)",
+    benchmark=True,
+)
 def finetune(
     task,
     *,

@@ -57,7 +57,14 @@ class NegGradPlusPlan(UnlearningTrainingPlan):
         return loss, terms, retain_out.loss_output
 
 
-@register("gradient_ascent")
+@register(
+    "gradient_ascent",
+    guarantee="none: bounded gradient ascent on the forget cells from a copy of the original",
+    reference="NegGrad+ (Kurmanji et al. 2023, Towards Unbounded Machine Unlearning, NeurIPS)",
+    status="research baseline",
+    measured="0/3 CD56+ NK, 0/3 CD34+, 0/3 CD14+ Monocyte; 0.07-0.10x (docs/reproduction.md)",
+    benchmark=True,
+)
 def gradient_ascent(
     task,
     *,

@@ -73,7 +73,22 @@ class LangevinPlan(RetainTrainingPlan):
             self.step_log[-1]["noise_std"] = std
 
 
-@register("langevin")
+@register(
+    "langevin",
+    guarantee=(
+        "none: noisy fine-tuning of the original; the paper's guarantee needs assumptions "
+        "scVI does not meet"
+    ),
+    reference=(
+        "Langevin unlearning (Chien, Wang, Chen & Li 2024, NeurIPS, arXiv:2401.10371), "
+        "without its guarantee"
+    ),
+    status="research baseline",
+    measured=(
+        "1/3 CD56+ NK, 1/3 CD14+ Monocyte (the sets its defaults were chosen on), 0/9 on "
+        "three other sets; 0.16-0.20x (docs/fast_unlearning.md, langevin)"
+    ),
+)
 def langevin(
     task,
     *,

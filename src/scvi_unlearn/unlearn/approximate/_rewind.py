@@ -10,7 +10,18 @@ from scvi_unlearn.unlearn.core._registry import register
 from scvi_unlearn.unlearn.exact._fast_retrain import check_fast_schedule, fast_epochs, train_fast
 
 
-@register("rewind")
+@register(
+    "rewind",
+    guarantee=(
+        "none: starts from the original's checkpoint after k epochs, which saw the forget cells"
+    ),
+    reference=(
+        "Rewind-to-Delete (Mu & Klabjan 2025, NeurIPS, arXiv:2409.09778), without its final noise"
+    ),
+    status="research baseline",
+    measured="2/3 CD56+ NK, 0/3 CD34+, 0/3 CD14+ Monocyte; 0.06-0.08x (docs/reproduction.md)",
+    benchmark=True,
+)
 def rewind(
     task,
     *,

@@ -87,7 +87,14 @@ class ScrubPlan(UnlearningTrainingPlan):
         self.compute_and_log_metrics(retain_out.loss_output, self.train_metrics, "train")
 
 
-@register("scrub")
+@register(
+    "scrub",
+    guarantee="none: a copy of the original pushed away from itself on the forget cells",
+    reference="SCRUB (Kurmanji et al. 2023, Towards Unbounded Machine Unlearning, NeurIPS)",
+    status="research baseline",
+    measured="1/3 CD56+ NK, 1/3 CD34+, 0/3 CD14+ Monocyte; 0.08x (docs/reproduction.md)",
+    benchmark=True,
+)
 def scrub(
     task,
     *,
