@@ -7,6 +7,7 @@ import rich.pretty  # noqa: F401
 
 from scvi_unlearn import attack, benchmark, data, fisher, metrics, toy, unlearn
 from scvi_unlearn.model import SCVI, ConditionalSCVI
+from scvi_unlearn.unlearn.core._certificate import verify_certificate
 
 try:
     __version__ = version("scvi-unlearn")
@@ -24,4 +25,5 @@ __all__ = [
     "metrics",
     "toy",
     "unlearn",
+    "verify_certificate",
 ]

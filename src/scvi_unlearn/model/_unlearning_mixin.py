@@ -14,7 +14,8 @@ from scvi_unlearn import unlearn as _unlearn
 
 
 class UnlearningMixin:
-    """Adds :meth:`unlearn`: remove a set of cells from a trained model.
+    """Adds :meth:`unlearn` (remove a set of cells from a trained model) and
+    :meth:`deletion_certificate` (what the removal guarantees, for a data steward to keep).
 
     Mixed into :class:`scvi_unlearn.SCVI`; reusable by any scvi-tools model whose module is a
     :class:`scvi.module.VAE` and which records the cells it trained on (``train_obs_names_``,
@@ -135,3 +136,53 @@ class UnlearningMixin:
             retain_confidence=retain_confidence,
             **method_kwargs,
         )
+
+    def deletion_certificate(self, verdict=None) -> dict[str, Any]:
+        """A JSON-serialisable certificate of the deletion that produced this model.
+
+        For a data steward to keep next to the model (``json.dumps(certificate)``) and to
+        re-check later with :func:`scvi_unlearn.verify_certificate`.  It is read from
+        ``unlearn_record_``, so it survives ``save`` / ``load``; it names no cell.
+
+        Parameters
+        ----------
+        verdict
+            Optional: the :class:`~scvi_unlearn.attack.EquivalenceReport` of this model
+            (``target.equivalence(new)``), whose ``passed`` and ``verdict()`` are included.
+
+        Returns
+        -------
+        dict
+            * ``certificate_version``, ``issued`` (UTC time), ``issued_with`` (scvi-unlearn's
+              version now);
+            * ``model``: class and SHA-256 of the weights the request produced;
+            * ``request``: method, time, record layout, number of forgotten cells, times;
+            * ``guarantee``: ``kind``, ``exact``, ``private`` and the guarantee in words, as
+              :func:`scvi_unlearn.unlearn.methods` stated them at the time of the request;
+            * ``versions`` (scvi-tools, torch, scvi-unlearn, ...), ``seed``, ``recipe``
+              (the method's hyper-parameters and the training recipe the new model keeps);
+            * ``retain_digest``: SHA-256 of the sorted names of the new model's training cells
+              (the retain cells), their number and SHA-256 of their registered counts;
+            * ``forget_digest``: the salted SHA-256 of the forgotten cells' names (a requester
+              who knows their barcodes can check them with the salt; no name is stored);
+            * ``chain``: the earlier requests behind the original, oldest first (method,
+              guarantee, seed, number of cells, salted forget digest, retain and weight
+              digests, time), so a model unlearned twice lists the first request;
+            * ``checks`` (the retain-ELBO check), ``audit`` (``None`` unless recorded),
+              ``verdict`` (from ``verdict``, else ``None``), ``not_checked``.
+
+        Raises
+        ------
+        ValueError
+            For a model that was never unlearned (no ``unlearn_record_``).
+
+        Examples
+        --------
+        >>> new = model.unlearn(forget)
+        >>> certificate = new.deletion_certificate()
+        >>> su.verify_certificate(new, certificate, forget=forget)["verified"]
+        True
+        """
+        from scvi_unlearn.unlearn.core._certificate import issue_certificate
+
+        return issue_certificate(self, verdict=verdict)

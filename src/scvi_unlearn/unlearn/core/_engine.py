@@ -25,9 +25,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from anndata import AnnData
+from scvi import REGISTRY_KEYS
 
 from scvi_unlearn._evaluation import minified_type
 from scvi_unlearn._seeding import isolated_seed
+from scvi_unlearn.unlearn.core._guarantees import guarantee
 from scvi_unlearn.unlearn.core._guard import (
     RETAIN_CONFIDENCE,
     RETAIN_TOLERANCE,
@@ -35,13 +37,20 @@ from scvi_unlearn.unlearn.core._guard import (
     check_unlearned_model,
     confidence_z,
 )
-from scvi_unlearn.unlearn.core._record import new_record
-from scvi_unlearn.unlearn.core._registry import FROM_SCRATCH, bind_hyperparameters, get_method
+from scvi_unlearn.unlearn.core._record import (
+    counts_sha256,
+    names_sha256,
+    new_record,
+    request_summary,
+    weights_sha256,
+)
+from scvi_unlearn.unlearn.core._registry import (
+    DEFAULT_METHOD,
+    FROM_SCRATCH,
+    bind_hyperparameters,
+    get_method,
+)
 from scvi_unlearn.unlearn.core._task import UnlearningTask, _minimal_copy
-
-#: method used when ``unlearn()`` is called without one: the only one that passes the per-cell
-#: retrain-equivalence verdict (exact, fast schedule; see docs/fast_unlearning.md for why)
-DEFAULT_METHOD = "fast_retrain"
 
 _ON_DEGRADATION = ("auto", "warn", "raise")
 
@@ -258,5 +267,27 @@ def run_unlearning(
     record["checks"] = {**checks, "on_degradation": on_degradation}
     record["method_time_s"] = method_time
     record["wall_time_s"] = time.perf_counter() - t_start
+    _certify(record, model, new, method, manager)
     new.unlearn_record_ = record
     return new
+
+
+def _certify(record: dict[str, Any], model, new, method: str, manager) -> None:
+    """Add what a deletion certificate states: the method's guarantee (registry at request
+    time), digests of the new model's training cells, their counts and its weights, and the
+    chain of the earlier requests behind ``model`` (no cell name)."""
+    row = guarantee(method)
+    record["guarantee"] = {k: row[k] for k in ("kind", "exact", "private", "guarantee")}
+    names = np.asarray(new.adata.obs_names, dtype=str)  # the retain cells = training cells
+    location = dict(manager.data_registry[REGISTRY_KEYS.X_KEY])
+    record["retain_digest"] = {
+        "algorithm": "sha256(sorted obs_names)",
+        "sha256": names_sha256(names),
+        "n_cells": int(names.size),
+        "counts_sha256": counts_sha256(new.adata, names, location),
+        "counts": {"attr_name": location["attr_name"], "attr_key": location.get("attr_key")},
+    }
+    record["weights_sha256"] = weights_sha256(new.module)
+    earlier = getattr(model, "unlearn_record_", None)
+    if earlier:
+        record["previous"] = [*earlier.get("previous", []), request_summary(earlier)]

@@ -3,7 +3,10 @@
 The record names the method, its hyper-parameters (defaults filled in), the seed, the number of
 forgotten cells, a *salted* SHA-256 digest of their sorted ``obs_names`` (so that a holder of the
 list can verify it with :func:`verify_forget_digest`, while the record alone does not reveal the
-cells), wall times, package versions, the per-step losses and a slot for an audit result.
+cells), wall times, package versions, the per-step losses and a slot for an audit result, and
+what a deletion certificate (:func:`~scvi_unlearn.unlearn.core._certificate.issue_certificate`)
+states about the result: SHA-256 digests of the new model's training cells, of their counts and
+of its weights, and the chain of the earlier requests that produced the original.
 """
 
 from __future__ import annotations
@@ -16,10 +19,13 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 import numpy as np
+import pandas as pd
+import scipy.sparse as sp
 from anndata import AnnData
 
-#: version of the record layout
-RECORD_VERSION = 1
+#: version of the record layout (2: ``guarantee``, ``retain_digest``, ``weights_sha256`` and
+#: ``previous``, the chain of earlier requests)
+RECORD_VERSION = 2
 
 _PACKAGES = ("scvi-tools", "torch", "scvi-unlearn", "opacus", "anndata", "lightning")
 
@@ -33,6 +39,97 @@ def forget_digest(obs_names: Iterable[str], salt: str) -> str:
         h.update(b"\x00")
         h.update(name.encode())
     return h.hexdigest()
+
+
+def names_sha256(obs_names: Iterable[str]) -> str:
+    """Unsalted SHA-256 hex digest of the sorted, de-duplicated ``obs_names``.
+
+    The same construction as :func:`forget_digest` with an empty salt; used for the retain
+    cells, whose names a saved model keeps anyway (``train_obs_names_``).
+    """
+    return forget_digest(obs_names, "")
+
+
+def counts_sha256(adata: AnnData, obs_names: Iterable[str], registry: dict[str, Any]) -> str:
+    """SHA-256 of the registered counts of ``obs_names`` (sorted) and of the genes' names.
+
+    Parameters
+    ----------
+    adata
+        An AnnData holding the cells (any order; others may be present).
+    obs_names
+        The cells to digest; sorted and de-duplicated first.
+    registry
+        ``{"attr_name": ..., "attr_key": ...}``: where the counts are (the model's registry
+        entry for ``X``, e.g. ``layers["counts"]``).
+
+    Returns
+    -------
+    str
+        The hex digest of the genes' names, the matrix shape and its canonical CSR form
+        (float64 values, sorted column indices, no explicit zeros): dense or sparse storage
+        and the value dtype do not change it; any changed count does.
+
+    Raises
+    ------
+    KeyError
+        When a cell is not in ``adata``.
+    """
+    from scvi.data._utils import get_anndata_attribute
+
+    names = sorted({str(n) for n in obs_names})
+    index = pd.Index(np.asarray(adata.obs_names, dtype=str))
+    positions = index.get_indexer(names)
+    if (positions < 0).any():
+        missing = [n for n, p in zip(names, positions, strict=True) if p < 0]
+        raise KeyError(f"{len(missing)} cells are not in the AnnData, e.g. {missing[:3]}.")
+    sub = adata[positions]
+    x = get_anndata_attribute(sub, registry["attr_name"], registry.get("attr_key"))
+    x = sp.csr_matrix(x, dtype=np.float64)
+    x.sum_duplicates()
+    x.eliminate_zeros()
+    x.sort_indices()
+    h = hashlib.sha256()
+    for gene in np.asarray(adata.var_names, dtype=str):
+        h.update(gene.encode())
+        h.update(b"\x00")
+    h.update(np.asarray(x.shape, dtype=np.int64).tobytes())
+    h.update(np.asarray(x.indptr, dtype=np.int64).tobytes())
+    h.update(np.asarray(x.indices, dtype=np.int64).tobytes())
+    h.update(np.ascontiguousarray(x.data, dtype="<f8").tobytes())
+    return h.hexdigest()
+
+
+def weights_sha256(module) -> str:
+    """SHA-256 of a module's ``state_dict`` (names, dtypes, shapes and values, on the CPU)."""
+    h = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        array = tensor.detach().cpu().contiguous().numpy()
+        h.update(name.encode())
+        h.update(str(array.dtype).encode())
+        h.update(np.asarray(array.shape, dtype=np.int64).tobytes())
+        h.update(array.tobytes())
+    return h.hexdigest()
+
+
+def request_summary(record: dict[str, Any]) -> dict[str, Any]:
+    """One link of a certificate's chain: what an earlier request's record states.
+
+    Method, kind, exact and private flags (from the registry at the time of the request), seed,
+    number of forgotten cells, the salted forget digest (so the requester can still verify it),
+    the retain and weight digests and the time; no cell name.
+    """
+    keys = (
+        "method",
+        "guarantee",
+        "seed",
+        "n_forget",
+        "forget_digest",
+        "retain_digest",
+        "weights_sha256",
+        "created",
+    )
+    return {k: record.get(k) for k in keys}
 
 
 def verify_forget_digest(record: dict[str, Any], obs_names: Iterable[str]) -> bool:
@@ -105,4 +202,5 @@ def new_record(
         "log": [],
         "checks": None,
         "audit": None,
+        "previous": [],
     }
