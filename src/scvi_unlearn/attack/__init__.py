@@ -47,24 +47,28 @@ from scvi_unlearn.attack._mlp import (
     mlp_attack,
     paired_folds,
 )
+from scvi_unlearn.attack._power import (
+    ReferencePowerWarning,
+    equivalence_power,
+    references_needed,
+)
 from scvi_unlearn.attack._references import (
+    build_retrain_target,
     load_references,
     save_references,
     train_references,
 )
 from scvi_unlearn.attack._report import PROTOCOLS, AttackReport, Judge, TargetCheck
 from scvi_unlearn.attack._shadow import shadow_attack, shadow_cells
-from scvi_unlearn.attack._target import (
-    RetrainTarget,
-    build_retrain_target,
-    retrain_target,
-)
+from scvi_unlearn.attack._target import RetrainTarget, retrain_target
 from scvi_unlearn.attack._threshold import THRESHOLD_SCORES, threshold_scores
+from scvi_unlearn.attack._utility import MIN_TYPE_CELLS, SAME_TYPE_MARGIN
 
 __all__ = [
     "ATTACKS",
     "DEFAULT_FPRS",
     "DEFAULT_MARGIN",
+    "MIN_TYPE_CELLS",
     "PROTOCOLS",
     "SUMMARY_FEATURES",
     "THRESHOLD_SCORES",
@@ -73,7 +77,9 @@ __all__ = [
     "EquivalenceReport",
     "ForgetQuality",
     "Judge",
+    "ReferencePowerWarning",
     "RetrainTarget",
+    "SAME_TYPE_MARGIN",
     "STATISTICS",
     "ScoreCache",
     "SpectralMLPAttacker",
@@ -88,6 +94,7 @@ __all__ = [
     "ci_from_replicates",
     "cross_fit",
     "drift_attack",
+    "equivalence_power",
     "equivalence_test",
     "feature_columns",
     "forget_quality",
@@ -100,6 +107,7 @@ __all__ = [
     "mlp_attack",
     "paired_folds",
     "posterior_parameters",
+    "references_needed",
     "retrain_target",
     "roc_auc",
     "roc_curve",

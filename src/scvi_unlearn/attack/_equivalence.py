@@ -15,20 +15,32 @@ positive rate and power are in ``docs/equivalence.md``.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from anndata import AnnData
-from scipy import stats
 
-from scvi_unlearn.attack._equivalence_report import EquivalenceReport
+from scvi_unlearn.attack._equivalence_report import EquivalenceReport, is_exact
 from scvi_unlearn.attack._evaluation_data import (
     as_obs_names,
     check_never_trained_on,
     heldout_names,
     registered_copy,
+)
+from scvi_unlearn.attack._power import (
+    DEFAULT_MARGIN,
+    ReferencePowerWarning,
+    power_message,
+    power_summary,
+)
+from scvi_unlearn.attack._utility import (
+    MIN_TYPE_CELLS,
+    SAME_TYPE_MARGIN,
+    per_type_elbo,
+    utility_checks,
 )
 from scvi_unlearn.attack._zscores import (
     ReferenceModel,
@@ -41,11 +53,6 @@ from scvi_unlearn.metrics import per_cell_elbo
 
 #: per-cell statistics: ``per_cell_elbo`` column and the sign that makes "higher = better fit".
 STATISTICS = {"elbo": ("elbo", 1.0), "reconstruction": ("reconstruction", -1.0)}
-#: default equivalence margin on the signed mean z of the forget cells: the smallest of 1, 1.5,
-#: 2, 2.5 at which held-out retrains are declared equivalent in >= 87% of the K = 5 null tests
-#: on every pbmc68k forget set measured, and in 100% on those of >= 22 cells
-#: (``python -m benchmarks run power``, docs/equivalence.md).
-DEFAULT_MARGIN = 2.0
 #: the cell groups of a test: the forgotten cells, held-out cells of their types, the others.
 GROUPS = ("forget", "same_type", "other_types")
 
@@ -136,11 +143,15 @@ def equivalence_test(
     margin: float = DEFAULT_MARGIN,
     alpha: float = 0.05,
     elbo_tolerance: float = 0.02,
+    same_type_margin: float = SAME_TYPE_MARGIN,
+    min_type_cells: int = MIN_TYPE_CELLS,
+    exact: bool | None = None,
     n_draws: int = 8,
     seed: int = 0,
     max_heldout: int | None = 500,
     batch_size: int = 256,
     cache: ScoreCache | None = None,
+    warn_power: bool = True,
 ) -> EquivalenceReport:
     """Per-cell retrain-equivalence test of ``model`` against reference retrains.
 
@@ -176,13 +187,33 @@ def equivalence_test(
     alpha
         Level of the tests.
     elbo_tolerance
-        Relative tolerance of the other-types held-out ELBO (as in the retrain target).
+        Relative margin of the other types' held-out ELBO (as in the retrain target): pooled,
+        the candidate fails below the retrains' mean minus ``elbo_tolerance`` of its magnitude;
+        per type, below the type's 95% prediction interval by more than ``elbo_tolerance`` of
+        the type's mean magnitude.
+    same_type_margin
+        Relative margin of the same-type held-out ELBO (default :data:`SAME_TYPE_MARGIN`,
+        0.5%): the candidate fails only below the retrains' 95% prediction interval by more
+        than this fraction of their mean ``|ELBO|``; above the interval is not a failure.
+    min_type_cells
+        Fewest held-out cells of an other type for its own per-type check (default
+        :data:`MIN_TYPE_CELLS`); smaller types count in the pooled check only.
+    exact
+        Whether the candidate is exact by construction (never read a forget cell), so that
+        :attr:`~scvi_unlearn.attack.EquivalenceReport.passed` is the utility checks only.
+        ``None`` (default): from the candidate's ``unlearn_record_["method"]`` (exact when it
+        is in :data:`scvi_unlearn.unlearn.FROM_SCRATCH`); a model without a record is not.
     n_draws, seed, batch_size
         Posterior draws per cell, their seed, cells per forward pass.
     max_heldout
         Cap on the held-out cells of each group (seeded sample), ``None`` for all.
     cache
         A :class:`ScoreCache` to reuse reference scores across candidates.
+    warn_power
+        Warn (:class:`~scvi_unlearn.attack.ReferencePowerWarning`) when the references'
+        null spread is too wide for this margin to declare a retrain-like candidate
+        equivalent with probability 0.8 (``report.protocol["power"]``,
+        :func:`~scvi_unlearn.attack.references_needed`).
 
     Returns
     -------
@@ -203,6 +234,13 @@ def equivalence_test(
         raise ValueError(f"statistic must be one of {sorted(STATISTICS)}, got {statistic!r}.")
     if margin <= 0:
         raise ValueError(f"margin must be > 0, got {margin}.")
+    if same_type_margin < 0 or elbo_tolerance < 0:
+        raise ValueError(
+            f"same_type_margin and elbo_tolerance must be >= 0, got {same_type_margin} and "
+            f"{elbo_tolerance}."
+        )
+    if min_type_cells < 2:
+        raise ValueError(f"min_type_cells must be >= 2, got {min_type_cells}.")
     if not 0 < alpha < 0.5:
         raise ValueError(f"alpha must be in (0, 0.5), got {alpha}.")
     forget_names = as_obs_names(forget, "forget")
@@ -223,6 +261,8 @@ def equivalence_test(
     }
     if cache is None:
         cache = ScoreCache(adata, n_draws, seed, batch_size)
+    if exact is None:
+        exact = is_exact(model)
 
     k = len(references)
     null_names = [f"leave-out reference {j}" for j in range(k)]
@@ -266,7 +306,34 @@ def equivalence_test(
         g: null_test(cand_agg[g]["mean_z"], _null(g, "mean_z"), n_constraints=1)
         for g in ("same_type", "other_types")
     }
-    utility = _utility(elbo, k, alpha, elbo_tolerance)
+    utility = utility_checks(
+        elbo,
+        per_type_elbo(
+            [model, *references],
+            cache,
+            forget_names,
+            held,
+            cells["other_types"],
+            label_key,
+            max_heldout,
+            seed,
+        ),
+        alpha=alpha,
+        tolerance=elbo_tolerance,
+        same_type_margin=same_type_margin,
+        min_cells=min_type_cells,
+    )
+    power = power_summary(
+        main.scale,
+        k,
+        forget_names.size,
+        margin=margin,
+        alpha=alpha,
+        n_null_models=len(null_models),
+    )
+    message = power_message(power)
+    if warn_power and message is not None:
+        warnings.warn(message, ReferencePowerWarning, stacklevel=2)
 
     per_cell = pd.concat(
         [
@@ -300,6 +367,7 @@ def equivalence_test(
         critical=crit,
         cell_df=float(refs["forget"].df),
         utility=utility,
+        exact=bool(exact),
         protocol={
             "statistic": statistic,
             "n_references": k,
@@ -309,35 +377,8 @@ def equivalence_test(
             "label_key": label_key,
             "max_heldout": max_heldout,
             "elbo_tolerance": elbo_tolerance,
+            "same_type_margin": same_type_margin,
             "n_cells": {g: int(cells[g].size) for g in GROUPS},
+            "power": power,
         },
     )
-
-
-def _utility(elbo: dict, k: int, alpha: float, tolerance: float) -> dict[str, Any]:
-    """Held-out ELBO of the forget cells' types (retrains' prediction interval) and the others."""
-    out: dict[str, Any] = {}
-    cand, refs = elbo["same_type"]
-    if np.isfinite(cand):
-        half = stats.t.ppf(1 - alpha / 2, k - 1) * refs.std(ddof=1) * np.sqrt(1 + 1 / k)
-        lo, hi = refs.mean() - half, refs.mean() + half
-        out["same_type_elbo"] = float(cand)
-        out["same_type_interval"] = (float(lo), float(hi))
-        out["same_type_ok"] = bool(lo <= cand <= hi)
-    else:
-        out.update(same_type_elbo=np.nan, same_type_interval=(np.nan, np.nan), same_type_ok=None)
-    cand, refs = elbo["other_types"]
-    if np.isfinite(cand):
-        floor = refs.mean() - tolerance * abs(refs.mean())
-        out["other_types_elbo"] = float(cand)
-        out["other_types_floor"] = float(floor)
-        out["other_types_reference"] = float(refs.mean())
-        out["other_types_ok"] = bool(cand >= floor)
-    else:
-        out.update(
-            other_types_elbo=np.nan,
-            other_types_floor=np.nan,
-            other_types_reference=np.nan,
-            other_types_ok=None,
-        )
-    return out

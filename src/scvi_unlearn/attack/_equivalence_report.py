@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from scvi_unlearn.attack._utility import utility_lines
 from scvi_unlearn.attack._zscores import NullTest
 
 
@@ -54,11 +55,25 @@ class EquivalenceReport:
     critical, cell_df
         Per-cell two-sided critical value of ``|z|`` and the z's degrees of freedom.
     utility
-        Held-out ELBO of the forget cells' types against the retrains' prediction interval
-        (``same_type_*``; a method that erases the type falls below it) and of the other types
-        against the retrains' mean minus ``elbo_tolerance`` (``other_types_*``).
+        Held-out ELBO checks (:mod:`scvi_unlearn.attack._utility`), each failing only *below*
+        the retrains by more than a stated margin: the forget cells' types against the
+        retrains' 95% prediction interval minus ``same_type_margin`` (0.5%) of their mean
+        ``|ELBO|`` (``same_type_*``; ``same_type_above``: fit better than any retrain); the
+        other types pooled against the retrains' mean minus ``elbo_tolerance`` (2%,
+        ``other_types_*``); and each other type with at least ``min_type_cells`` held-out
+        cells against its own interval minus ``elbo_tolerance`` (``per_type``: a DataFrame with
+        ``type``, ``n_cells``, ``elbo``, ``reference``, ``low``, ``high``, ``floor``,
+        ``judged``, ``ok``; ``per_type_ok``).
     protocol
-        Statistic, number of references / null models, draws, seed, cell counts.
+        Statistic, number of references / null models, draws, seed, cell counts, and
+        ``power`` (null spread, interval half-width, probability that another retrain is
+        declared equivalent, references needed: :func:`~scvi_unlearn.attack.references_needed`).
+    exact
+        The candidate is exact by construction (from its ``unlearn_record_``: a method in
+        :data:`scvi_unlearn.unlearn.FROM_SCRATCH`, or ``exact=`` of the test).  Its output
+        never depended on a forget cell, so the z-test against retrains of the original's
+        recipe measures a *recipe difference*, not memory: :attr:`passed` is the utility checks
+        alone.  Approximate methods start from the original and are judged on both.
     """
 
     decision: str
@@ -79,6 +94,7 @@ class EquivalenceReport:
     cell_df: float = np.nan
     utility: dict[str, Any] = field(default_factory=dict)
     protocol: dict[str, Any] = field(default_factory=dict)
+    exact: bool = False
 
     @property
     def direction(self) -> str:
@@ -87,9 +103,20 @@ class EquivalenceReport:
 
     @property
     def utility_ok(self) -> bool:
-        """Both held-out ELBO checks pass (a group without cells does not count)."""
-        checks = [self.utility.get("same_type_ok"), self.utility.get("other_types_ok")]
+        """Every held-out ELBO check passes: same type, other types pooled, and each other type
+        with enough cells (a check without cells does not count)."""
+        u = self.utility
+        checks = [u.get("same_type_ok"), u.get("other_types_ok"), u.get("per_type_ok")]
         return all(c for c in checks if c is not None)
+
+    @property
+    def failing_types(self) -> list[str]:
+        """Other cell types whose own held-out ELBO check fails."""
+        table = self.utility.get("per_type")
+        if table is None or not len(table):
+            return []
+        bad = table["judged"] & ~table["ok"].fillna(True).astype(bool)
+        return [str(t) for t in table.loc[bad, "type"]]
 
     @property
     def global_shift(self) -> bool:
@@ -114,40 +141,79 @@ class EquivalenceReport:
 
     @property
     def passed(self) -> bool:
-        """``decision == "equivalent"`` and :attr:`utility_ok`."""
+        """Exact candidate (:attr:`exact`): :attr:`utility_ok`.  Approximate candidate:
+        ``decision == "equivalent"`` and :attr:`utility_ok`."""
+        if self.exact:
+            return self.utility_ok
         return self.decision == "equivalent" and self.utility_ok
 
-    def verdict(self) -> str:
-        """One line: PASS / FAIL, the decision, mean z with interval and p, utility."""
+    def _z_text(self) -> str:
         lo, hi = self.interval
-        u = self.utility
-        parts = [
-            f"{'PASS' if self.passed else 'FAIL'}: {self.decision} "
-            f"(forget mean z {self.statistic:+.2f}, {1 - 2 * self.alpha:.0%} interval "
+        return (
+            f"forget mean z {self.statistic:+.2f}, {1 - 2 * self.alpha:.0%} interval "
             f"[{lo:+.2f}, {hi:+.2f}], margin +/-{self.margin:g}, p={self.p_value:.3g}, "
-            f"{self.protocol.get('n_references')} references)"
-        ]
-        if self.membership_test is not None and np.isfinite(self.membership_test.statistic):
-            parts.append(
-                f"membership contrast {self.membership_test.statistic:+.2f} "
-                f"(p={self.membership_test.p_value:.3g})"
-            )
-        if self.global_shift:
-            parts.append(
-                "the unseen cells of the forget cells' type shift alike: a fit difference of the "
-                "whole type (global shift), not membership"
-            )
-        if u.get("same_type_ok") is not None:
-            lo_u, hi_u = u["same_type_interval"]
-            parts.append(
-                f"same-type held-out ELBO {u['same_type_elbo']:.1f} "
-                f"{'inside' if u['same_type_ok'] else 'outside'} [{lo_u:.1f}, {hi_u:.1f}]"
-            )
-        if u.get("other_types_ok") is not None:
-            parts.append(
-                f"other-type held-out ELBO {u['other_types_elbo']:.1f} "
-                f"{'>=' if u['other_types_ok'] else '<'} floor {u['other_types_floor']:.1f}"
-            )
+            f"{self.protocol.get('n_references')} references"
+        )
+
+    def _power_text(self) -> str | None:
+        power = self.protocol.get("power")
+        if self.decision != "no power" or not power:
+            return None
+        needed = power.get("references_needed")
+        advice = (
+            f"about {needed} references would be needed"
+            if needed is not None
+            else "at this spread no number of references reaches a decision on these cells"
+        )
+        return (
+            f"{power['n_references']} references give +/-{power['half_width']:.2f} for a "
+            f"margin of +/-{self.margin:g}: {advice}"
+        )
+
+    def verdict(self) -> str:
+        """One line: PASS / FAIL and why, with every margin stated.
+
+        Exact candidate: ``PASS (exact by construction): utility ...; against the original
+        recipe's retrains: forget mean z ... (a recipe difference, not memory)``.  Approximate
+        candidate: ``PASS / FAIL: <decision> (mean z, interval, p)``, the membership contrast
+        (and whether unseen cells of the type are fit better than by any retrain), utility.
+        """
+        utility = utility_lines(self.utility)
+        head = "PASS" if self.passed else "FAIL"
+        if self.exact:
+            if self.decision in ("remembers", "over-forgets"):
+                reading = "a recipe difference, not memory"
+            elif self.decision == "equivalent":
+                reading = "fits them as they fit each other"
+            else:
+                reading = "no power"
+            parts = [
+                f"{head} (exact by construction): utility: "
+                + ("; ".join(utility) if utility else "not measured (no held-out cells)"),
+                f"against the original recipe's retrains: {self._z_text()} ({reading})",
+            ]
+        else:
+            parts = [f"{head}: {self.decision} ({self._z_text()})"]
+            if self.membership_test is not None and np.isfinite(self.membership_test.statistic):
+                contrast = (
+                    f"membership contrast {self.membership_test.statistic:+.2f} "
+                    f"(p={self.membership_test.p_value:.3g})"
+                )
+                if self.utility.get("same_type_above"):
+                    contrast += (
+                        ", and it fits unseen cells of the type better than the retrains "
+                        "(same-type held-out ELBO above their interval)"
+                    )
+                parts.append(contrast)
+            if self.global_shift:
+                parts.append(
+                    "the unseen cells of the forget cells' type shift alike: a fit difference "
+                    "of the whole type (global shift), not membership"
+                )
+            parts.extend(utility)
+        power = self._power_text()
+        if power is not None:
+            parts.append(power)
         return "; ".join(parts)
 
     def to_frame(self) -> pd.DataFrame:
@@ -173,9 +239,15 @@ class EquivalenceReport:
             "eq_same_type_elbo": self.utility.get("same_type_elbo"),
             "eq_same_type_low": self.utility.get("same_type_interval", (np.nan, np.nan))[0],
             "eq_same_type_high": self.utility.get("same_type_interval", (np.nan, np.nan))[1],
+            "eq_same_type_floor": self.utility.get("same_type_floor"),
+            "eq_same_type_above": self.utility.get("same_type_above"),
             "eq_other_types_elbo": self.utility.get("other_types_elbo"),
+            "eq_per_type_ok": self.utility.get("per_type_ok"),
+            "eq_failing_types": ", ".join(self.failing_types),
             "eq_utility_ok": self.utility_ok,
+            "eq_exact": self.exact,
             "eq_n_references": self.protocol.get("n_references"),
+            "eq_power": self.protocol.get("power", {}).get("power"),
         }
         return pd.DataFrame([row])
 
@@ -236,3 +308,17 @@ class EquivalenceReport:
             )
         lines.append(f"  verdict      {self.verdict()}")
         return "\n".join(lines)
+
+
+def is_exact(model) -> bool:
+    """Whether ``model`` is the output of an exact, from-scratch unlearning method.
+
+    Read from its ``unlearn_record_["method"]``: exact when the method is registered as
+    ``from_scratch`` (:data:`scvi_unlearn.unlearn.FROM_SCRATCH`: ``retrain``,
+    ``fast_retrain``, ``dp_sgd``).  A model without a record (an original, a model trained
+    by hand) is not exact.
+    """
+    from scvi_unlearn.unlearn import FROM_SCRATCH
+
+    record = getattr(model, "unlearn_record_", None)
+    return isinstance(record, dict) and record.get("method") in FROM_SCRATCH

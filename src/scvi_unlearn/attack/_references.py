@@ -20,8 +20,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from anndata import AnnData
 
+from scvi_unlearn.attack._audit import CellsLike
 from scvi_unlearn.attack._evaluation_data import as_obs_names
+from scvi_unlearn.attack._target import RetrainTarget, retrain_target
 
 _MANIFEST = "references.json"
 
@@ -153,3 +156,41 @@ def _check_manifest(manifest: dict[str, Any], names: np.ndarray, folder: Path) -
             f"The references in {folder} were trained without another forget set "
             f"({manifest['n_forget']} cells, not these {names.size}); use another folder."
         )
+
+
+def build_retrain_target(
+    model,
+    forget: CellsLike,
+    nonmembers: CellsLike | None = None,
+    *,
+    seeds: Sequence[int] = (0, 1, 2, 3, 4),
+    adata: AnnData | None = None,
+    folder: str | None = None,
+    n_jobs: int = 1,
+    **kwargs,
+) -> RetrainTarget:
+    """Retrain ``model`` without ``forget`` once per seed and return :func:`retrain_target`.
+
+    The retrains come from :func:`scvi_unlearn.attack.train_references`
+    (``model.unlearn(forget, method="retrain", seed=s)``: same init arguments and training
+    recipe as ``model``, retain cells only), trained in ``n_jobs`` parallel workers and cached
+    in ``folder`` if given (a later call reuses them).  Five seeds by default: the number of
+    references the per-cell equivalence test was calibrated with (``docs/equivalence.md``).
+    ``kwargs`` go to :func:`retrain_target`.
+    """
+    if len(seeds) < 3:
+        raise ValueError(f"Give at least 3 seeds, got {list(seeds)}.")
+    if not callable(getattr(model, "unlearn", None)):
+        raise NotImplementedError(
+            f"{type(model).__name__} has no unlearn() method, so it cannot build retrained "
+            "models itself: retrain without the forget cells with >= 3 seeds and pass the "
+            "models to scvi_unlearn.attack.retrain_target."
+        )
+    try:
+        models = train_references(model, forget, seeds, folder=folder, n_jobs=n_jobs)
+    except (KeyError, NotImplementedError) as err:
+        raise NotImplementedError(
+            "model.unlearn(..., method='retrain') is not available "
+            f"({err}); build the retrained models yourself and use retrain_target."
+        ) from err
+    return retrain_target(models, forget, nonmembers, adata=adata, **kwargs)

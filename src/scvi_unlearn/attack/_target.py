@@ -23,10 +23,12 @@ from scvi_unlearn.attack._audit import (
     resolve_cells,
     run_membership_attack,
 )
-from scvi_unlearn.attack._equivalence import DEFAULT_MARGIN, ScoreCache, equivalence_test
+from scvi_unlearn.attack._equivalence import ScoreCache, equivalence_test
 from scvi_unlearn.attack._equivalence_report import EquivalenceReport
 from scvi_unlearn.attack._evaluation_data import check_never_trained_on, heldout_names
+from scvi_unlearn.attack._power import DEFAULT_MARGIN, forget_power
 from scvi_unlearn.attack._report import AttackReport, TargetCheck
+from scvi_unlearn.attack._utility import MIN_TYPE_CELLS, SAME_TYPE_MARGIN
 
 #: protocol entries that must agree between the target and a candidate's report.
 _PROTOCOL_KEYS = (
@@ -70,6 +72,13 @@ class RetrainTarget:
         The retrained models (reference models of the calibrated attack).
     protocol
         The audit options shared by every report (``run_membership_attack`` keywords).
+    score_cache
+        Per-cell ELBO tables of the retrains, reused by :meth:`equivalence`.
+    power
+        How well these retrains can judge the forget cells per cell, from their null spread
+        at the default margin (:func:`~scvi_unlearn.attack.references_needed`): ``null_scale``,
+        ``half_width`` of the decision's interval, ``power`` (probability that another retrain
+        is declared equivalent), ``n_references``, ``references_needed``, ``margin``.
     """
 
     reports: list[AttackReport]
@@ -82,6 +91,7 @@ class RetrainTarget:
     models: list[Any] = field(repr=False, default_factory=list)
     protocol: dict[str, Any] = field(repr=False, default_factory=dict)
     score_cache: ScoreCache | None = field(repr=False, default=None)
+    power: dict[str, Any] = field(repr=False, default_factory=dict)
 
     @property
     def advantages(self) -> np.ndarray:
@@ -169,6 +179,9 @@ class RetrainTarget:
         alpha: float = 0.05,
         statistic: str = "elbo",
         max_heldout: int | None = 500,
+        exact: bool | None = None,
+        same_type_margin: float = SAME_TYPE_MARGIN,
+        min_type_cells: int = MIN_TYPE_CELLS,
     ) -> EquivalenceReport:
         """Per-cell retrain-equivalence test of ``model`` against this target's retrains.
 
@@ -179,6 +192,14 @@ class RetrainTarget:
         ``null_models`` (extra retrains that sharpen the null).  A ``model`` that is one of
         this target's own retrains is tested against the *other* retrains (which needs at
         least four): what a retrain gets, for comparison with the candidates.
+
+        ``exact=None`` reads whether ``model`` is exact by construction from its
+        ``unlearn_record_`` (a method in :data:`scvi_unlearn.unlearn.FROM_SCRATCH`); an exact
+        candidate passes on the utility checks alone (``same_type_margin``, ``min_type_cells``
+        and the target's ``elbo_tolerance``: see
+        :class:`~scvi_unlearn.attack.EquivalenceReport`).  The reference-power warning was
+        given when the target was built (:attr:`power`); it is not repeated here unless
+        ``margin`` or ``null_models`` change the test.
         """
         source = adata if adata is not None else self.adata
         if source is None:
@@ -188,6 +209,12 @@ class RetrainTarget:
         if cache is None or cache.adata is not source:
             cache = self.score_cache = ScoreCache(source, n_draws, seed)
         references = [m for m in self.models if m is not model]
+        warn_power = not (
+            self.power
+            and margin == self.power.get("margin")
+            and not null_models
+            and len(references) == len(self.models)
+        )
         return equivalence_test(
             model,
             references,
@@ -200,10 +227,14 @@ class RetrainTarget:
             margin=margin,
             alpha=alpha,
             elbo_tolerance=self.elbo_tolerance,
+            same_type_margin=same_type_margin,
+            min_type_cells=min_type_cells,
+            exact=exact,
             n_draws=n_draws,
             seed=seed,
             max_heldout=max_heldout,
             cache=cache,
+            warn_power=warn_power,
         )
 
     def to_frame(self):
@@ -227,6 +258,12 @@ class RetrainTarget:
             f"(floor {self.elbo_floor:.1f}, tolerance {self.elbo_tolerance:.0%})\n"
             f"  rule            pass iff advantage <= {hi:.3f} and held-out ELBO >= "
             f"{self.elbo_floor:.1f}"
+        ) + (
+            f"\n  per-cell test   +/-{self.power['half_width']:.2f} at margin "
+            f"+/-{self.power['margin']:g} (power {self.power['power']:.0%}; references needed: "
+            f"{self.power['references_needed'] or 'no number reaches it'})"
+            if self.power
+            else ""
         )
 
 
@@ -275,6 +312,19 @@ def retrain_target(
     Returns
     -------
     :class:`RetrainTarget`
+
+    Warns
+    -----
+    ReferencePowerWarning
+        When the retrains disagree so much about the members that the per-cell equivalence
+        test (:meth:`RetrainTarget.equivalence`, default margin) would declare another retrain
+        equivalent with probability below 0.8: the message gives the interval half-width and
+        how many references would be needed, if any number would
+        (:func:`~scvi_unlearn.attack.references_needed`; ``docs/equivalence.md``, "How many
+        references").  By size alone, a forget set of >= 20 cells needs 5 references and a
+        smaller one 8 (the measured power study); a small *whole* cluster may need more than
+        any number.  The members are scored once under every retrain for this (an ELBO pass;
+        the scores are reused by :meth:`RetrainTarget.equivalence`).
     """
     models = list(retrain_models)
     if len(models) < 3:
@@ -350,44 +400,6 @@ def retrain_target(
     for report, elbo in zip(reports, elbos):  # each retrain's audit, judged like a candidate
         report.heldout_elbo = float(elbo)
         report.target = target
+    target.score_cache = ScoreCache(adata, n_draws, seed)
+    target.power = forget_power(models, member_names, target.score_cache)
     return target
-
-
-def build_retrain_target(
-    model,
-    forget: CellsLike,
-    nonmembers: CellsLike | None = None,
-    *,
-    seeds: Sequence[int] = (0, 1, 2, 3, 4),
-    adata: AnnData | None = None,
-    folder: str | None = None,
-    n_jobs: int = 1,
-    **kwargs,
-) -> RetrainTarget:
-    """Retrain ``model`` without ``forget`` once per seed and return :func:`retrain_target`.
-
-    The retrains come from :func:`scvi_unlearn.attack.train_references`
-    (``model.unlearn(forget, method="retrain", seed=s)``: same init arguments and training
-    recipe as ``model``, retain cells only), trained in ``n_jobs`` parallel workers and cached
-    in ``folder`` if given (a later call reuses them).  Five seeds by default: the number of
-    references the per-cell equivalence test was calibrated with (``docs/equivalence.md``).
-    ``kwargs`` go to :func:`retrain_target`.
-    """
-    from scvi_unlearn.attack._references import train_references
-
-    if len(seeds) < 3:
-        raise ValueError(f"Give at least 3 seeds, got {list(seeds)}.")
-    if not callable(getattr(model, "unlearn", None)):
-        raise NotImplementedError(
-            f"{type(model).__name__} has no unlearn() method, so it cannot build retrained "
-            "models itself: retrain without the forget cells with >= 3 seeds and pass the "
-            "models to scvi_unlearn.attack.retrain_target."
-        )
-    try:
-        models = train_references(model, forget, seeds, folder=folder, n_jobs=n_jobs)
-    except (KeyError, NotImplementedError) as err:
-        raise NotImplementedError(
-            "model.unlearn(..., method='retrain') is not available "
-            f"({err}); build the retrained models yourself and use retrain_target."
-        ) from err
-    return retrain_target(models, forget, nonmembers, adata=adata, **kwargs)
