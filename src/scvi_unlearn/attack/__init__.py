@@ -8,12 +8,7 @@ audits.  Protocol and rationale: ``docs/audit.md``.
 from scvi_unlearn.attack._audit import ATTACKS, run_membership_attack
 from scvi_unlearn.attack._calibrated import calibrated_scores
 from scvi_unlearn.attack._drift import drift_attack
-from scvi_unlearn.attack._equivalence import (
-    DEFAULT_MARGIN,
-    STATISTICS,
-    ScoreCache,
-    equivalence_test,
-)
+from scvi_unlearn.attack._equivalence import STATISTICS, ScoreCache, equivalence_test
 from scvi_unlearn.attack._equivalence_report import EquivalenceReport
 from scvi_unlearn.attack._features import (
     SUMMARY_FEATURES,
@@ -48,6 +43,7 @@ from scvi_unlearn.attack._mlp import (
     paired_folds,
 )
 from scvi_unlearn.attack._power import (
+    DEFAULT_MARGIN,
     ReferencePowerWarning,
     equivalence_power,
     references_needed,

@@ -161,7 +161,8 @@ def equivalence_test(
         The candidate (e.g. an unlearned model).
     references
         ``K >= 3`` models that never trained on ``forget`` (retrains with different seeds).
-        Recommended ``K = 5`` (``docs/equivalence.md``: false-positive rate and power by K).
+        Recommended ``K = 5``, 8 for fewer than 20 forget cells (``docs/equivalence.md``:
+        false-positive rate and power by K; :func:`~scvi_unlearn.attack.references_needed`).
     forget
         The forgotten cells (AnnData or ``obs_names`` of ``adata``).
     adata

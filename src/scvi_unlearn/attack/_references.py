@@ -175,8 +175,10 @@ def build_retrain_target(
     (``model.unlearn(forget, method="retrain", seed=s)``: same init arguments and training
     recipe as ``model``, retain cells only), trained in ``n_jobs`` parallel workers and cached
     in ``folder`` if given (a later call reuses them).  Five seeds by default: the number of
-    references the per-cell equivalence test was calibrated with (``docs/equivalence.md``).
-    ``kwargs`` go to :func:`retrain_target`.
+    references the per-cell equivalence test was calibrated with (``docs/equivalence.md``);
+    a forget set of fewer than 20 cells needs 8
+    (:func:`~scvi_unlearn.attack.references_needed`), and :func:`retrain_target` warns when
+    the retrains cannot reach a decision.  ``kwargs`` go to :func:`retrain_target`.
     """
     if len(seeds) < 3:
         raise ValueError(f"Give at least 3 seeds, got {list(seeds)}.")
