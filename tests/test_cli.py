@@ -104,7 +104,11 @@ def test_unlearn_saves_the_new_model_and_prints_its_record(files, unlearned):
     assert "forgotten       22 cells" in out
     assert "wall time" in out and "retain ELBO     " in out
     assert "%|" not in err  # no progress bar without a terminal
-    assert sorted(p.name for p in new.iterdir()) == ["model.pt", "unlearn_record.json"]
+    assert sorted(p.name for p in new.iterdir()) == [
+        "deletion_certificate.json",
+        "model.pt",
+        "unlearn_record.json",
+    ]
     _assert_no_forget_cell_in(new, _forget_names(files))
     adata = su.data.pbmc68k()
     model = su.SCVI.load(str(new), adata=adata)
@@ -112,6 +116,9 @@ def test_unlearn_saves_the_new_model_and_prints_its_record(files, unlearned):
     assert record["method"] == "contrastive" and record["n_forget"] == 22
     assert su.unlearn.verify_forget_digest(record, _forget_names(files))
     assert not np.isin(_forget_names(files), model.trained_obs_names).any()
+    certificate = json.loads((new / "deletion_certificate.json").read_text())
+    report = su.verify_certificate(model, certificate, forget=_forget_names(files))
+    assert report["verified"] and report["forget_digest"] and report["weights"]
 
 
 def test_unlearn_with_params_and_anndata(files):

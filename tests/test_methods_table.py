@@ -153,3 +153,51 @@ def test_benchmark_all_reads_the_table():
 def test_unknown_name_lists_the_available_ones():
     with pytest.raises(ValueError, match="Unknown unlearning method 'nope'.*fast_retrain"):
         su.unlearn.guarantee("nope")
+
+
+def test_docs_table_is_the_registry_table():
+    """docs/unlearning.md's method table is the output of su.unlearn.methods()."""
+    from pathlib import Path
+
+    text = (Path(__file__).parents[1] / "docs" / "unlearning.md").read_text()
+    header = "| name | kind | exact | private | status | measured |"
+    lines = text[text.index(header) :].splitlines()[2:]
+    rows = [line for line in lines[: len(su.unlearn.METHODS)] if line.startswith("| `")]
+    documented = {}
+    for line in rows:
+        cells = [c.strip() for c in line.strip("|").split(" | ")]
+        documented[cells[0].strip("`")] = cells[1:]
+    table = su.unlearn.methods()
+    builtin = table[table["name"].isin(BUILT_IN)]
+    assert set(documented) == set(builtin["name"])
+    for _, row in builtin.iterrows():
+        expected = [row["kind"], str(row["exact"]), str(row["private"]), row["status"]]
+        assert documented[row["name"]] == [*expected, row["measured"]], row["name"]
+
+
+def test_cli_methods_prints_the_table(capsys):
+    from scvi_unlearn.cli import main
+
+    assert main(["methods", "--markdown"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "| name | kind | exact | private | status | measured |"
+    assert len(out) == 2 + len(su.unlearn.METHODS)
+    assert out[2].startswith(f"| `{su.unlearn.DEFAULT_METHOD}` | exact | True | False | default |")
+    assert main(["methods", "--columns", "name", "benchmark"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["name", "benchmark"]
+    flagged = [line.split()[0] for line in lines[1:] if line.split()[1] == "True"]
+    assert flagged == list(all_methods())
+    assert main(["methods", "--columns", "nope"]) == 2
+    assert "unknown ['nope']" in capsys.readouterr().err
+
+
+def test_cli_help_lists_the_registered_methods():
+    from scvi_unlearn.cli import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    help_text = sub.choices["unlearn"].format_help().replace("\n", " ")
+    help_text = " ".join(help_text.split())
+    for name in su.unlearn.METHODS:
+        assert name in help_text

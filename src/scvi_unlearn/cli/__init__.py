@@ -1,6 +1,8 @@
-"""The ``scvi-unlearn`` command line: ``demo``, ``benchmark``, ``unlearn`` and ``audit``.
+"""The ``scvi-unlearn`` command line: ``demo``, ``benchmark``, ``unlearn``, ``audit`` and
+``methods``.
 
-One module per command (``_demo``, ``_benchmark``, ``_unlearn``, ``_audit``), each with
+One module per command (``_demo``, ``_benchmark``, ``_unlearn``, ``_audit``, ``_methods``), each
+with
 ``NAME``, ``HELP``, ``DESCRIPTION``, ``add_arguments(parser)`` and ``run(args)``; the
 subcommands are built here once (:func:`build_parser`); shared checks of the user's files in
 ``_common``.
@@ -13,7 +15,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from . import _audit, _benchmark, _demo, _unlearn
+from . import _audit, _benchmark, _demo, _methods, _unlearn
 
 __all__ = ["build_parser", "main"]
 
@@ -24,7 +26,8 @@ def build_parser() -> argparse.ArgumentParser:
     Returns
     -------
     argparse.ArgumentParser
-        The parser, with the subcommands ``demo``, ``benchmark``, ``unlearn`` and ``audit``.
+        The parser, with the subcommands ``demo``, ``benchmark``, ``unlearn``, ``audit`` and
+        ``methods``.
     """
     parser = argparse.ArgumentParser(
         prog="scvi-unlearn",
@@ -41,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
         "cores, and the setting the documented numbers were produced with)",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for command in (_demo, _benchmark, _unlearn, _audit):
+    for command in (_demo, _benchmark, _unlearn, _audit, _methods):
         sub_parser = sub.add_parser(
             command.NAME, help=command.HELP, description=command.DESCRIPTION
         )

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from scvi_unlearn.benchmark._arguments import all_methods
+
 from ._common import (
     check_cells_in,
     check_counts_layer,
@@ -170,7 +172,11 @@ def add_arguments(bench: argparse.ArgumentParser) -> None:
     )
     bench.add_argument("--label-key", default="cell_type", help="obs column of the labels")
     bench.add_argument(
-        "--methods", nargs="+", default=["all"], help="method names, or 'all' (default)"
+        "--methods",
+        nargs="+",
+        default=["all"],
+        help=f"method names, or 'all' (default: {', '.join(all_methods())}; the rows of "
+        "'scvi-unlearn methods --columns name benchmark' with benchmark True)",
     )
     bench.add_argument("--seeds", type=int, default=3, help="seeds per method (0..n-1)")
     bench.add_argument(

@@ -5,6 +5,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from scvi_unlearn.unlearn import DEFAULT_METHOD
+
+from ._methods import method_names
+
 
 def run(args: argparse.Namespace) -> int:
     """Run the demo (:func:`scvi_unlearn.benchmark._demo.run_demo`).
@@ -41,5 +45,9 @@ def add_arguments(demo: argparse.ArgumentParser) -> None:
     demo.add_argument("--out", default="scvi_unlearn_output", help="output folder")
     demo.add_argument("--forget-label", default="CD56+ NK", help="cell type to forget")
     demo.add_argument("--max-epochs", type=int, default=200, help="training epochs")
-    demo.add_argument("--method", default=None, help="unlearning method (default: the default)")
+    demo.add_argument(
+        "--method",
+        default=None,
+        help=f"unlearning method, one of {method_names()} (default: {DEFAULT_METHOD})",
+    )
     demo.add_argument("--seed", type=int, default=0, help="seed of everything")

@@ -19,9 +19,12 @@ from ._common import (
     read_cells,
     trained_cells,
 )
+from ._methods import method_names
 
 #: the unlearned model's provenance, next to the model (no cell names: see docs/cli.md)
 RECORD_FILE = "unlearn_record.json"
+#: the deletion certificate of the new model (``new.deletion_certificate()``), next to it
+CERTIFICATE_FILE = "deletion_certificate.json"
 
 
 def _json_ready(value):
@@ -165,10 +168,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"scvi-unlearn: unlearning failed, nothing saved: {err}", file=sys.stderr)
         return 1
     if out.is_dir():  # --overwrite: no stale file of an earlier model may stay (adata.h5ad)
-        for name in ("model.pt", "adata.h5ad", RECORD_FILE):
+        for name in ("model.pt", "adata.h5ad", RECORD_FILE, CERTIFICATE_FILE):
             (out / name).unlink(missing_ok=True)
     new.save(str(out), save_anndata=args.save_anndata, overwrite=True)
     (out / RECORD_FILE).write_text(json.dumps(_json_ready(new.unlearn_record_), indent=1))
+    (out / CERTIFICATE_FILE).write_text(json.dumps(new.deletion_certificate(), indent=1))
     for line in summary(new.unlearn_record_):
         print(line)
     if not new.unlearn_record_["checks"]["passed"]:
@@ -188,7 +192,8 @@ HELP = "remove listed cells from a saved model and save the new model"
 DESCRIPTION = (
     "Load the scvi_unlearn.SCVI saved in MODEL_DIR on --adata (which must hold every "
     "cell the model trained on), forget the cells listed in --forget-cells with "
-    "--method, and save the new model and its record (unlearn_record.json) to --out. "
+    "--method, and save the new model, its record (unlearn_record.json) and its deletion "
+    "certificate (deletion_certificate.json) to --out. "
     "The new model and its record name no forgotten cell."
 )
 
@@ -204,7 +209,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="file of the cells to forget, one obs_name per line",
     )
     p.add_argument(
-        "--method", required=True, help="unlearning method (retrain, contrastive, ssd, ...)"
+        "--method",
+        required=True,
+        help=f"unlearning method: {method_names()} ('scvi-unlearn methods' says what each "
+        "guarantees)",
     )
     p.add_argument(
         "--seed", type=int, default=None, help="seed of the method (default: the training seed)"
