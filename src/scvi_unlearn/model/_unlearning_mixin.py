@@ -48,7 +48,9 @@ class UnlearningMixin:
         mention no forgotten cell, so saving it (with or without its AnnData) does not reveal
         them.  ``unlearn_record_`` holds the provenance (method, hyper-parameters with defaults,
         seed, number of forgotten cells, salted digest of their names, wall time, package
-        versions, per-step losses, the retain-ELBO check and a slot for an audit).
+        versions, per-step losses, the retain-ELBO check, a slot for an audit, the method's
+        guarantee, digests of the retain cells, their counts and the weights, and the chain of
+        earlier requests); :meth:`deletion_certificate` turns it into a certificate.
 
         Parameters
         ----------
