@@ -1,7 +1,8 @@
 """Shared machinery of the unlearning methods (no method lives here).
 
-* :mod:`._registry` -- :data:`~scvi_unlearn.unlearn.METHODS` and
-  :func:`~scvi_unlearn.unlearn.register`;
+* :mod:`._registry` -- :data:`~scvi_unlearn.unlearn.METHODS`,
+  :func:`~scvi_unlearn.unlearn.register` and :func:`~scvi_unlearn.unlearn.methods` (what each
+  method guarantees; the built-in rows in :mod:`._guarantees`);
 * :mod:`._engine` -- one unlearning request from start to end (behind
   :meth:`scvi_unlearn.SCVI.unlearn`); :mod:`._parallel` -- many requests, possibly in workers;
 * :mod:`._task` -- what a method receives (:class:`~scvi_unlearn.unlearn.UnlearningTask`);
@@ -11,6 +12,7 @@
 * :mod:`._averaging`, :mod:`._fit_match` -- weight averaging and fit-matched stopping of a fresh
   model (used by the exact fast schedule and by ``rewind``);
 * :mod:`._guard` -- the post-unlearning utility checks; :mod:`._record` -- provenance;
+  :mod:`._certificate` -- the deletion certificate and its verification;
 * :mod:`._importances` -- per-sample Fisher importances (``ssd``, ``fisher``, ``reinit_finetune``);
 * :mod:`._arguments` -- argument checks with clear errors.
 
