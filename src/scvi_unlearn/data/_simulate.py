@@ -3,13 +3,14 @@
 The calibration (per-type gene profiles, dispersions and library sizes) is estimated once from
 :func:`~scvi_unlearn.data.pbmc68k` and cached; :func:`simulate` then draws any number of cells
 in chunks and assembles a sparse CSR matrix, so that hundreds of thousands of cells fit in
-memory.
+memory; :func:`~scvi_unlearn.data.simulate_to_soma` writes the same blocks to disk instead.
 """
 
 from __future__ import annotations
 
 import functools
 import numbers
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import anndata as ad
@@ -168,6 +169,102 @@ def _gene_parameters(
     return profiles, dispersions, var
 
 
+@dataclass
+class _Plan:
+    """Everything :func:`simulate` draws before the counts, and the generator it goes on with."""
+
+    rng: np.random.Generator
+    profiles: np.ndarray  # (K, G) per-type gene means (fractions of the library)
+    shape: np.ndarray  # (K, G) gamma shape theta = 1 / dispersion
+    batch_factor: np.ndarray  # (B, G) per-batch gene effects
+    cell_type: np.ndarray  # (n,) type codes
+    batch: np.ndarray  # (n,) batch codes
+    library: np.ndarray  # (n,) library sizes
+    var: pd.DataFrame
+    cell_types: np.ndarray  # (K,) type names
+    batch_names: list[str]
+    record: dict  # uns["simulation"]
+
+
+def _plan(n_cells, n_genes, n_batches, rare_fraction, random_state, batch_effect) -> _Plan:
+    """Validate :func:`simulate`'s arguments and draw all per-cell quantities, in its order."""
+    n_cells = _check_int("n_cells", n_cells, 1)
+    n_genes = _check_int("n_genes", n_genes, 1)
+    n_batches = _check_int("n_batches", n_batches, 1)
+    if isinstance(batch_effect, bool) or not isinstance(batch_effect, numbers.Real):
+        raise ValueError(f"batch_effect must be a number >= 0, got {batch_effect!r}.")
+    if not batch_effect >= 0 or not np.isfinite(batch_effect):
+        raise ValueError(f"batch_effect must be a finite number >= 0, got {batch_effect!r}.")
+    rng = _check_random_state(random_state)
+    cal = _calibration()
+    proportions = _type_proportions(cal, rare_fraction)
+
+    profiles, dispersions, var = _gene_parameters(cal, n_genes, rng)
+    if n_batches > 1:
+        batch_factor = rng.lognormal(0.0, batch_effect, size=(n_batches, n_genes))
+    else:
+        batch_factor = np.ones((1, n_genes))
+    cell_type = rng.choice(proportions.size, size=n_cells, p=proportions)
+    batch = rng.integers(0, n_batches, size=n_cells)
+    library = rng.lognormal(cal.log_lib_mean[cell_type], cal.log_lib_sd[cell_type])
+    record = {
+        "n_cells": n_cells,
+        "n_genes": n_genes,
+        "n_batches": n_batches,
+        "rare_fraction": rare_fraction,
+        "batch_effect": float(batch_effect),
+        "random_state": random_state if isinstance(random_state, numbers.Integral) else None,
+        "calibration": "pbmc68k_reduced (scanpy): per-type NB means, dispersions, libraries",
+    }
+    return _Plan(
+        rng=rng,
+        profiles=profiles,
+        shape=1.0 / dispersions,
+        batch_factor=batch_factor,
+        cell_type=cell_type,
+        batch=batch,
+        library=library,
+        var=var,
+        cell_types=cal.cell_types,
+        batch_names=[f"batch_{i}" for i in range(n_batches)],
+        record=record,
+    )
+
+
+def _count_blocks(plan: _Plan) -> Iterator[tuple[int, sp.csr_matrix]]:
+    """Draw the counts in consecutive row blocks: ``(first row, float32 CSR block)``.
+
+    The blocks hold ``_CHUNK_ENTRIES // n_genes`` rows (at least one): the gamma and Poisson
+    draws of a block are interleaved, so the block size is part of the random stream and
+    every consumer (:func:`simulate`, :func:`~scvi_unlearn.data.simulate_to_soma`) must use
+    these blocks to get the same counts.
+    """
+    rng, n_cells, n_genes = plan.rng, plan.cell_type.size, plan.profiles.shape[1]
+    chunk = max(1, _CHUNK_ENTRIES // n_genes)
+    for start in range(0, n_cells, chunk):
+        rows = slice(start, min(start + chunk, n_cells))
+        k, b = plan.cell_type[rows], plan.batch[rows]
+        # mean = library * profile * batch factor, then scale = mean / theta, computed in
+        # place (the same floating-point operations as the one-line expression, fewer copies)
+        scale = plan.profiles[k]
+        scale *= plan.library[rows, None]
+        if plan.batch_factor.shape[0] > 1:  # a single batch's factors are all 1
+            scale *= plan.batch_factor[b]
+        theta = plan.shape[k]
+        scale /= theta
+        gamma = rng.gamma(theta, scale)
+        del scale, theta
+        counts = rng.poisson(gamma)
+        del gamma
+        yield start, sp.csr_matrix(counts.astype(np.float32))
+        del counts
+
+
+def _cell_names(start: int, stop: int) -> list[str]:
+    """Cell names of rows ``start:stop`` (:func:`simulate`'s ``obs_names``)."""
+    return [f"cell_{i}" for i in range(start, stop)]
+
+
 def simulate(
     n_cells: int,
     n_genes: int = 2000,
@@ -245,40 +342,14 @@ def simulate(
     >>> adata = su.data.simulate(100_000, n_genes=2000, n_batches=4, random_state=0)
     >>> su.SCVI.setup_anndata(adata, layer="counts", batch_key="batch", labels_key="cell_type")
     """
-    n_cells = _check_int("n_cells", n_cells, 1)
-    n_genes = _check_int("n_genes", n_genes, 1)
-    n_batches = _check_int("n_batches", n_batches, 1)
-    if isinstance(batch_effect, bool) or not isinstance(batch_effect, numbers.Real):
-        raise ValueError(f"batch_effect must be a number >= 0, got {batch_effect!r}.")
-    if not batch_effect >= 0 or not np.isfinite(batch_effect):
-        raise ValueError(f"batch_effect must be a finite number >= 0, got {batch_effect!r}.")
-    rng = _check_random_state(random_state)
-    cal = _calibration()
-    proportions = _type_proportions(cal, rare_fraction)
-
-    profiles, dispersions, var = _gene_parameters(cal, n_genes, rng)
-    if n_batches > 1:
-        batch_factor = rng.lognormal(0.0, batch_effect, size=(n_batches, n_genes))
-    else:
-        batch_factor = np.ones((1, n_genes))
-    cell_type = rng.choice(proportions.size, size=n_cells, p=proportions)
-    batch = rng.integers(0, n_batches, size=n_cells)
-    library = rng.lognormal(cal.log_lib_mean[cell_type], cal.log_lib_sd[cell_type])
-    shape = 1.0 / dispersions  # gamma shape theta per type and gene
-
-    chunk = max(1, _CHUNK_ENTRIES // n_genes)
+    plan = _plan(n_cells, n_genes, n_batches, rare_fraction, random_state, batch_effect)
+    n_cells, n_genes = plan.cell_type.size, plan.profiles.shape[1]
     data, indices, row_nnz = [], [], []
-    for start in range(0, n_cells, chunk):
-        rows = slice(start, min(start + chunk, n_cells))
-        k, b = cell_type[rows], batch[rows]
-        mean = library[rows, None] * profiles[k] * batch_factor[b]
-        theta = shape[k]
-        counts = rng.poisson(rng.gamma(theta, mean / theta))
-        block = sp.csr_matrix(counts.astype(np.float32))
+    for _, block in _count_blocks(plan):
         data.append(block.data)
         indices.append(block.indices.astype(np.int32, copy=False))
         row_nnz.append(np.diff(block.indptr))
-        del mean, theta, counts, block
+        del block
     nnz = np.concatenate(row_nnz)
     indptr = np.zeros(n_cells + 1, dtype=np.int64)
     np.cumsum(nnz, out=indptr[1:])
@@ -291,21 +362,11 @@ def simulate(
 
     obs = pd.DataFrame(
         {
-            "cell_type": pd.Categorical.from_codes(cell_type, categories=cal.cell_types),
-            "batch": pd.Categorical.from_codes(
-                batch, categories=[f"batch_{i}" for i in range(n_batches)]
-            ),
+            "cell_type": pd.Categorical.from_codes(plan.cell_type, categories=plan.cell_types),
+            "batch": pd.Categorical.from_codes(plan.batch, categories=plan.batch_names),
         },
-        index=pd.Index([f"cell_{i}" for i in range(n_cells)], dtype=str),
+        index=pd.Index(_cell_names(0, n_cells), dtype=str),
     )
-    adata = ad.AnnData(X=matrix, obs=obs, var=var, layers={"counts": matrix.copy()})
-    adata.uns["simulation"] = {
-        "n_cells": n_cells,
-        "n_genes": n_genes,
-        "n_batches": n_batches,
-        "rare_fraction": rare_fraction,
-        "batch_effect": float(batch_effect),
-        "random_state": random_state if isinstance(random_state, numbers.Integral) else None,
-        "calibration": "pbmc68k_reduced (scanpy): per-type NB means, dispersions, libraries",
-    }
+    adata = ad.AnnData(X=matrix, obs=obs, var=plan.var, layers={"counts": matrix.copy()})
+    adata.uns["simulation"] = plan.record
     return adata
