@@ -132,7 +132,7 @@ class PlateauStopping(FitMatchStopping):
     """
 
     def __init__(
-        self, manager, cells, averaging=None, check_steps=None, patience=3, min_delta=1e-3
+        self, manager, cells, averaging=None, check_steps=None, patience=10, min_delta=1e-3
     ):
         super().__init__(manager, cells, np.nan, averaging, check_steps)
         self.patience = int(patience)
@@ -175,7 +175,7 @@ def plateau_callback(
     averaging=None,
     check_steps=None,
     batch_size: int = 128,
-    patience: int = 3,
+    patience: int = 10,
     min_delta: float = 1e-3,
 ) -> PlateauStopping | None:
     """A :class:`PlateauStopping` on the retain validation cells of ``task`` (the cells fit

@@ -85,7 +85,7 @@ def fast_retrain(
     kl_weight: float | str = 1.0,
     match_fit: bool = True,
     strict: bool = False,
-    patience: int = 3,
+    patience: int = 10,
     min_delta: float = 1e-3,
     average_epochs: float | None = 3.0,
     max_average_steps: int | None = 60,
@@ -169,8 +169,13 @@ def fast_retrain(
         budget; ``match_fit`` is then ignored.  The result depends on the retain cells and the
         seed only (and the original's recorded epoch count, which sets the budget).
     patience, min_delta
-        Strict mode's plateau: stop after ``patience`` checks in which the best mean ELBO did
-        not improve by more than ``min_delta`` of its magnitude.
+        Strict mode's plateau: stop after ``patience`` checks in which the best mean ELBO did not
+        improve by more than ``min_delta`` of its magnitude.  Default 10 checks, 0.1%: the fast
+        schedule's validation fit has an early plateau before a second descent (pbmc68k, 200-epoch
+        original, 6 forget sets x seeds 0-2: it lasts up to 8 checks, from about the 4th to the
+        14th epoch); 3 checks stopped there in 9 of 18 runs, 7-11 epochs in, 5.8-11.1% below the
+        retrains' held-out fit, while every run that trained 28 epochs or more passed (``python -m
+        benchmarks run verdict --config exact_matrix``; docs/fast_unlearning.md).
     average_epochs
         Time constant, in epochs, of an exponential moving average of the weights (Polyak
         averaging, :class:`~scvi_unlearn.unlearn.core._averaging.ExponentialAveraging`), updated
@@ -371,7 +376,7 @@ def train_fast(
     kl_weight: float = 1.0,
     match_fit: bool = False,
     strict: bool = False,
-    patience: int = 3,
+    patience: int = 10,
     min_delta: float = 1e-3,
     average_epochs: float | None = None,
     max_average_steps: int | None = None,
