@@ -101,6 +101,8 @@ def verdict_columns(rep, wall: float, full_time: float, new=None) -> dict:
         row["retain check drop (%)"] = 100 * record["checks"]["relative_drop"]
         if "epochs" in record["budget"]:  # fast_retrain stopped at the original's fit
             row["epochs trained"] = record["budget"]["epochs"]
+    row["exact"] = rep.exact  # judged on utility alone (EquivalenceReport.exact)
+    row["failing types"] = ", ".join(map(str, rep.failing_types))
     row["passed"] = rep.passed
     return row
 
