@@ -193,6 +193,8 @@ def test_forget_donor_errors(stores, tmp_path):
         (dict(n_donors=0), ValueError, "n_donors must be >= 1"),
         (dict(n_batches=4, n_donors=3), ValueError, r"n_donors \(3\) must be >= n_batches"),
         (dict(holdout=1.5), ValueError, "holdout must be a fraction"),
+        (dict(holdout="0.2"), ValueError, "holdout must be a fraction"),
+        (dict(split_seed=-1), ValueError, "split_seed must be >= 0"),
         (dict(stratify="membership"), ValueError, "stratify must be"),
         (dict(measurement_name="a/b"), ValueError, "measurement_name must be"),
         (dict(layer_name=""), ValueError, "layer_name must be"),
@@ -262,3 +264,14 @@ def test_tiledb_datamodule_trains_scvi(tmp_path):
     elbo = model.history["elbo_train"]
     assert len(elbo) == 1 and np.isfinite(elbo.to_numpy(dtype=float)).all()
     assert model.is_trained
+
+
+@pytest.mark.parametrize("chunk_size", [7, 50, 120, 1000])
+def test_chunks_across_generation_blocks(tmp_path, monkeypatch, chunk_size):
+    """Chunks smaller than, equal to and spanning several of simulate's blocks (50 rows here)."""
+    from scvi_unlearn.data import _simulate
+
+    monkeypatch.setattr(_simulate, "_CHUNK_ENTRIES", 50 * 30)
+    uri = su.data.simulate_to_soma(tmp_path / "b.soma", 333, 30, chunk_size=chunk_size)
+    expected = su.data.simulate(333, 30).layers["counts"]
+    assert (_read(uri)[0] != expected).nnz == 0

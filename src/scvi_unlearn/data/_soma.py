@@ -8,6 +8,7 @@ without it.
 from __future__ import annotations
 
 import json
+import numbers
 import os
 import shutil
 from collections.abc import Sequence
@@ -239,8 +240,11 @@ def simulate_to_soma(
         raise ValueError(
             f"stratify must be None, 'cell_type', 'batch' or 'donor', got {stratify!r}."
         )
-    if holdout is not None and (isinstance(holdout, bool) or not 0.0 < float(holdout) < 1.0):
+    if holdout is not None and (
+        isinstance(holdout, bool) or not isinstance(holdout, numbers.Real) or not 0 < holdout < 1
+    ):
         raise ValueError(f"holdout must be a fraction in (0, 1) or None, got {holdout!r}.")
+    split_seed = _check_int("split_seed", split_seed, 0)
     if _is_local(uri) and os.path.lexists(_local_path(uri)):
         raise FileExistsError(f"{uri!r} already exists: simulate_to_soma writes a new store.")
     if not _is_local(uri) and soma.Experiment.exists(uri):
@@ -304,7 +308,7 @@ def simulate_to_soma(
                 n_donors=n_donors,
                 holdout=None if holdout is None else float(holdout),
                 stratify=stratify,
-                split_seed=int(split_seed),
+                split_seed=split_seed,
                 measurement_name=measurement_name,
                 layer_name=layer_name,
             )
@@ -323,13 +327,18 @@ def _write_counts(layer, plan, chunk_size: int, options) -> None:
     for _, block in _count_blocks(plan):
         pending.append(block)
         pending_rows += block.shape[0]
-        while pending_rows >= chunk_size:
-            rows = sp.vstack(pending, format="csr") if len(pending) > 1 else pending[0]
-            layer.write(_coo_table(rows[:chunk_size], written), platform_config=options)
+        if pending_rows < chunk_size:
+            continue
+        rows = sp.vstack(pending, format="csr") if len(pending) > 1 else pending[0]
+        start = 0
+        while rows.shape[0] - start >= chunk_size:
+            piece = rows[start : start + chunk_size]
+            layer.write(_coo_table(piece, written), platform_config=options)
+            start += chunk_size
             written += chunk_size
-            pending = [rows[chunk_size:]] if rows.shape[0] > chunk_size else []
-            pending_rows -= chunk_size
-            del rows
+        pending = [rows[start:]] if start < rows.shape[0] else []
+        pending_rows = rows.shape[0] - start
+        del rows
     if pending_rows:
         rows = sp.vstack(pending, format="csr") if len(pending) > 1 else pending[0]
         layer.write(_coo_table(rows, written), platform_config=options)
