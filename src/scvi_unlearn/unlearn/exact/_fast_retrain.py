@@ -427,7 +427,8 @@ def train_fast(
         warnings.warn(
             f"{'strict' if strict else 'match_fit'}: the original has fewer than "
             f"{MIN_CHECK_CELLS} retain validation cells (trained with train_size=1?), so there "
-            f"is no unseen fit to check; training the full budget of {max_epochs} epochs.",
+            f"is no unseen fit to {'check' if strict else 'match'}; training the full budget of "
+            f"{max_epochs} epochs.",
             UserWarning,
             stacklevel=3,
         )
