@@ -27,9 +27,9 @@ import pandas as pd
 from scipy import stats
 
 #: practical margin of the same-type check: the candidate's held-out ELBO of the forget cells'
-#: types may lie below the retrains' 95% interval by at most this fraction of their mean |ELBO|
-#: (issue #29, decision 3: a 34-cell whole cluster measured 0.9% below the interval with an
-#: exact, bit-identical-under-twin-data default).
+#: types may lie below the retrains' 95% interval by at most this fraction of their mean
+#: absolute ELBO (issue #29, decision 3: a 34-cell whole cluster measured 0.9% below the
+#: interval with an exact, bit-identical-under-twin-data default).
 SAME_TYPE_MARGIN = 0.005
 #: fewest held-out cells of a type for its own per-type check (fewer: not judged, only pooled).
 MIN_TYPE_CELLS = 10
