@@ -135,8 +135,10 @@ def run(
     margin
         Equivalence margin on the forget cells' signed mean z (default
         :data:`scvi_unlearn.attack.DEFAULT_MARGIN`).  A model passes only if it passes the
-        membership audit of the row's attack **and** the per-cell equivalence test with both
-        held-out utility checks (:meth:`scvi_unlearn.attack.RetrainTarget.equivalence`).
+        membership audit of the row's attack **and** the per-cell verdict
+        (:meth:`scvi_unlearn.attack.RetrainTarget.equivalence`): for an approximate method the
+        equivalence test and the held-out utility checks, for an exact one (``retrain``,
+        ``fast_retrain``, ``dp_sgd``) the utility checks alone (``EquivalenceReport.exact``).
     n_jobs
         Parallel workers for the unlearning runs (joblib; ``1`` runs in this process).  Wall
         times measured in parallel include contention; compare times from ``n_jobs=1`` runs.
