@@ -7,6 +7,7 @@ from functools import cached_property
 from typing import Any
 
 import numpy as np
+import scipy.sparse as sp
 from anndata import AnnData
 from scvi.model._utils import use_distributed_sampler
 from scvi.train import TrainRunner
@@ -298,12 +299,47 @@ def _minimal_copy(adata: AnnData, positions: np.ndarray) -> AnnData:
     """Copy of ``adata[positions]`` without ``uns`` and with unused categories removed.
 
     ``uns`` may hold anything (including lists of cell names), so it is not carried over to an
-    AnnData that a saved model may include.
+    AnnData that a saved model may include.  Each cell-by-gene matrix (``X``, ``layers``,
+    ``raw.X``) and each ``obsm`` array is copied once, straight from ``adata`` (anndata's
+    ``adata[positions].copy()`` subsets a matrix and then copies the subset, which holds two
+    copies of every matrix at once), and ``adata`` itself is only read.
     """
-    sub = adata[np.asarray(positions, dtype=int)].copy()
-    sub.uns = {}
+    idx = np.asarray(positions, dtype=int)
+    view = adata[idx]
+    raw = None
+    if adata.raw is not None:
+        raw = {
+            "X": _take_rows(adata.raw.X, idx, lambda: view.raw.X.copy()),
+            "var": adata.raw.var.copy(),
+            "varm": {k: v.copy() for k, v in adata.raw.varm.items()},
+        }
+    sub = AnnData(
+        X=None if adata.X is None else _take_rows(adata.X, idx, lambda: view.X.copy()),
+        obs=view.obs.copy(),
+        var=adata.var.copy(),
+        obsm={
+            k: _take_rows(v, idx, lambda k=k: view.obsm[k].copy()) for k, v in adata.obsm.items()
+        },
+        varm={k: v.copy() for k, v in adata.varm.items()},
+        obsp={k: view.obsp[k].copy() for k in adata.obsp},
+        varp={k: v.copy() for k, v in adata.varp.items()},
+        layers={
+            k: _take_rows(v, idx, lambda k=k: view.layers[k].copy())
+            for k, v in adata.layers.items()
+        },
+        raw=raw,
+    )
     for key in list(sub.obs.columns):
         col = sub.obs[key]
         if hasattr(col, "cat"):
             sub.obs[key] = col.cat.remove_unused_categories()
     return sub
+
+
+def _take_rows(value, idx: np.ndarray, fallback):
+    """Rows ``idx`` of an in-memory array or sparse matrix, as a new object (one copy); any
+    other type (data frame, dask, awkward array, ...) through anndata's subsetting
+    (``fallback``)."""
+    if isinstance(value, np.ndarray) or sp.issparse(value):
+        return value[idx]
+    return fallback()
