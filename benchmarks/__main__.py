@@ -15,32 +15,11 @@ import datetime
 import json
 import os
 import shlex
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 from benchmarks import _harness as h
-
-
-def _commit() -> str:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            cwd=h.ROOT,
-            check=True,
-        )
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            cwd=h.ROOT,
-        ).stdout.strip()
-        return out.stdout.strip() + ("+dirty" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def _list() -> int:
@@ -81,7 +60,8 @@ def _run(args: argparse.Namespace) -> int:
     seconds = time.perf_counter() - t0
     for title, table in tables.items():
         print(f"\n## {title}\n\n`{command}`\n\n{h.markdown(table)}")
-    print(f"\n({seconds:.0f} s, commit {_commit()})")
+    commit = h.commit()
+    print(f"\n({seconds:.0f} s, commit {commit})")
     if params.out:
         out = Path(params.out)
         out.mkdir(parents=True, exist_ok=True)
@@ -94,7 +74,7 @@ def _run(args: argparse.Namespace) -> int:
             "experiment": exp.name,
             "config": str(path),
             "params": vars(params),
-            "commit": _commit(),
+            "commit": commit,
             "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
             "seconds": seconds,
         }

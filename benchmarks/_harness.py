@@ -26,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import pkgutil
+import subprocess
 import tomllib
 from collections.abc import Callable
 from pathlib import Path
@@ -94,6 +95,28 @@ def experiment(name: str, params: type = Common) -> Callable[[Callable], Callabl
         return func
 
     return decorator
+
+
+def commit() -> str:
+    """The short hash of the checked-out commit (``+dirty`` with tracked changes), or
+    ``"unknown"`` outside a git checkout."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            check=True,
+        )
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+        ).stdout.strip()
+        return out.stdout.strip() + ("+dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
 
 
 def load_suites() -> dict[str, str]:

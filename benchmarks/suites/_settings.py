@@ -13,11 +13,11 @@
 from __future__ import annotations
 
 import json
-import logging
 import os
 import time
-import warnings
 from pathlib import Path
+
+from benchmarks.suites._common import quiet
 
 # ``fast_retrain`` as measured before fit matching and weight averaging were its defaults: the
 # full budget, last weights.  The configs whose committed tables used it pass it explicitly.
@@ -36,14 +36,11 @@ def setting(cache: str, threads: int, max_epochs: int = 200):
     from ``cache/original`` or trained (200 epochs, seed 0) and saved there.  Shared by the
     benchmark scripts that reuse this cache."""
     import scvi
-    import torch
 
-    torch.set_num_threads(threads)
-    warnings.filterwarnings("ignore")
-    logging.getLogger("scvi").setLevel(logging.ERROR)
-    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
     import scvi_unlearn as su
     from scvi_unlearn.benchmark._runner import train_original
+
+    quiet(threads)
 
     scvi.settings.seed = 0
     adata = su.data.pbmc68k()

@@ -31,6 +31,7 @@ from pathlib import Path
 import pandas as pd
 
 from benchmarks._harness import ROOT, Common, experiment
+from benchmarks._harness import commit as harness_commit
 from benchmarks.suites._common import peak_mb, quiet, reset_peak, run_child
 
 #: what one worker process measures
@@ -139,8 +140,6 @@ def worker(folder: Path, measure: str, fixed_epochs: int) -> dict:
 @experiment("track", TrackParams)
 def track(params: TrackParams) -> pd.DataFrame:
     """Time and peak memory of unlearn() and the audit at each size, saved per commit."""
-    from benchmarks.__main__ import _commit
-
     unknown = sorted(set(params.measures) - set(MEASURES))
     if unknown:
         raise SystemExit(f"unknown measures {unknown}; known: {list(MEASURES)}")
@@ -171,7 +170,7 @@ def track(params: TrackParams) -> pd.DataFrame:
             print(row, flush=True)
     table = pd.DataFrame(rows)
     if params.save:
-        commit = _commit()
+        commit = harness_commit()
         record = {
             "commit": commit,
             "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
