@@ -54,16 +54,22 @@ def fresh_train(pbmc_train):
     return adata
 
 
-@pytest.fixture(scope="session")
-def trained_model(pbmc_train):
-    """A small su.SCVI trained 30 epochs on the training members (seeded, no progress bar)."""
+def small_model(adata, max_epochs: int = 30):
+    """The tests' small su.SCVI on ``adata`` (registered), trained ``max_epochs`` epochs with
+    seed 0, 90% / 10% train / validation, no progress bar."""
     import scvi_unlearn as su
     from scvi_unlearn._seeding import isolated_seed
 
     with isolated_seed(0):
-        model = su.SCVI(pbmc_train, n_latent=10, n_hidden=64)
-        model.train(max_epochs=30, enable_progress_bar=False, train_size=0.9)
+        model = su.SCVI(adata, n_latent=10, n_hidden=64)
+        model.train(max_epochs=max_epochs, enable_progress_bar=False, train_size=0.9)
     return model
+
+
+@pytest.fixture(scope="session")
+def trained_model(pbmc_train):
+    """A small su.SCVI trained 30 epochs on the training members (seeded, no progress bar)."""
+    return small_model(pbmc_train)
 
 
 @pytest.fixture(scope="session")

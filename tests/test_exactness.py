@@ -24,8 +24,7 @@ from scvi.data import AnnTorchDataset
 from scvi.data._constants import _SCVI_UUID_KEY
 
 import scvi_unlearn as su
-from conftest import module_state, same_state
-from scvi_unlearn._seeding import isolated_seed
+from conftest import module_state, same_state, small_model
 
 #: a fixed, short stop for each exact method (the second test uses each method's defaults but a
 #: short budget too)
@@ -47,13 +46,6 @@ def _unlearn(model, forget, method, **kwargs):
         return model.unlearn(
             forget, method=method, seed=0, enable_progress_bar=False, **{**FIXED[method], **kwargs}
         )
-
-
-def _original(adata):
-    with isolated_seed(0):
-        model = su.SCVI(adata, n_latent=10, n_hidden=64)
-        model.train(max_epochs=5, enable_progress_bar=False, train_size=0.9)
-    return model
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +70,7 @@ def twins(pbmc_train, forget_names):
     retain = a.obs_names.difference(forget_names)
     same = a[retain].layers["counts"] != b[retain].layers["counts"]
     assert (same.nnz if sp.issparse(same) else same.sum()) == 0
-    return _original(a), _original(b)
+    return small_model(a, max_epochs=5), small_model(b, max_epochs=5)
 
 
 def test_twin_originals_differ(twins):
