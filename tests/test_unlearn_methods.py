@@ -241,6 +241,38 @@ def test_fast_retrain_match_fit_checks_within_an_epoch(trained_model, forget_nam
     assert same_state(module_state(same), module_state(matched))
 
 
+def test_match_tail_also_needs_the_worst_fit_cells_matched():
+    """The lower tail is the ``ceil(fraction * n)`` cells the original fits worst, its target
+    their mean; a check whose mean reaches the target but whose tail does not keeps training;
+    0 means the mean only; a fraction outside [0, 1) is refused."""
+    from scvi_unlearn.unlearn.core._fit_match import FitMatchStopping, lower_tail
+
+    scores = np.array([-10.0, -50.0, -20.0, -40.0, -30.0])
+    positions, target = lower_tail(scores, 0.25)
+    assert sorted(positions) == [1, 3] and target == -45.0
+    assert lower_tail(scores, 0.0) is None
+    for bad in (-0.1, 1.0):
+        with pytest.raises(ValueError, match="tail fraction"):
+            lower_tail(scores, bad)
+    stopper = FitMatchStopping(None, np.arange(5), -30.0, tail=(positions, target))
+    stopper.tail_trace.append(-46.0)
+    assert not stopper.reached(-20.0)  # the mean is past the target, the tail is not
+    stopper.tail_trace.append(-44.0)
+    assert stopper.reached(-30.0) and not stopper.reached(-31.0)
+
+
+def test_fast_retrain_match_tail_trains_at_least_as_long(trained_model, forget_names):
+    """Matching the lower tail too never stops earlier than matching the mean (the tail is an
+    extra condition on the same checks of the same trajectory), and still reaches the mean."""
+    kw = {"seed": 0, "max_epochs": 40, **QUIET}
+    mean = trained_model.unlearn(forget_names, method="fast_retrain", **kw)
+    tail = trained_model.unlearn(forget_names, method="fast_retrain", match_tail=0.5, **kw)
+    assert tail.unlearn_record_["budget"]["steps"] >= mean.unlearn_record_["budget"]["steps"]
+    assert tail.unlearn_record_["checks"]["relative_drop"] <= 0
+    with pytest.raises(ValueError, match="tail fraction"):
+        trained_model.unlearn(forget_names, method="fast_retrain", match_tail=1.0, **QUIET)
+
+
 def test_fit_check_interval_bounds_the_checks_cost():
     """The checks are at least ``cells x 4 draws / batch_size`` steps apart (checking costs at
     most about a third of training), at most ``check_steps`` beyond that; ``None`` stays."""

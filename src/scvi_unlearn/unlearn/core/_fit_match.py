@@ -22,20 +22,21 @@ from lightning.pytorch.callbacks import Callback
 from scvi_unlearn.unlearn.core._averaging import steps_per_epoch
 from scvi_unlearn.unlearn.core._guard import _CHECK_DRAWS as CHECK_DRAWS
 from scvi_unlearn.unlearn.core._guard import (
-    mean_elbo,
+    cell_elbos,
     original_validation_scores,
     validation_cells,
 )
 
 
 class FitMatchStopping(Callback):
-    """Stop training at the first check whose mean ELBO on ``cells`` reaches ``target``.
+    """Stop training at the first check whose mean ELBO on ``cells`` reaches ``target`` (and,
+    with ``tail``, whose mean ELBO on the tail cells reaches the tail's target).
 
     The fit is checked after every epoch or, when an epoch has more than ``check_steps``
     optimizer steps, ``ceil(steps_per_epoch / check_steps)`` times an epoch, evenly spaced, the
     last at the epoch's end.
 
-    The ELBO is :func:`~scvi_unlearn.unlearn.core._guard.mean_elbo` (4 posterior draws, seeded,
+    The ELBO is :func:`~scvi_unlearn.unlearn.core._guard.cell_elbos` (4 posterior draws, seeded,
     eval mode, the caller's random state restored), so evaluating it does not change the
     training.
 
@@ -53,11 +54,16 @@ class FitMatchStopping(Callback):
         weights.
     check_steps
         Most optimizer steps between two checks (``None``: once an epoch).
+    tail
+        ``(positions, target)``: positions in ``cells`` of a subset whose mean ELBO must also
+        reach ``target`` (:func:`fit_match_callback`'s lower tail); ``None``: the mean only.
 
     Attributes
     ----------
     trace
         The mean ELBO at each check.
+    tail_trace
+        The tail cells' mean ELBO at each check (empty without ``tail``).
     steps
         Optimizer steps trained (until the target was reached, or all of them).
     steps_per_epoch
@@ -67,14 +73,22 @@ class FitMatchStopping(Callback):
     """
 
     def __init__(
-        self, manager, cells: np.ndarray, target: float, averaging=None, check_steps=None
+        self,
+        manager,
+        cells: np.ndarray,
+        target: float,
+        averaging=None,
+        check_steps=None,
+        tail: tuple[np.ndarray, float] | None = None,
     ):
         self.manager = manager
         self.cells = np.asarray(cells, dtype=int)
         self.target = float(target)
         self.averaging = averaging
         self.check_steps = check_steps
+        self.tail = None if tail is None else (np.asarray(tail[0], dtype=int), float(tail[1]))
         self.trace: list[float] = []
+        self.tail_trace: list[float] = []
         self.steps = 0
         self.steps_per_epoch: int | None = None
         self.stopped_step: int | None = None
@@ -100,15 +114,21 @@ class FitMatchStopping(Callback):
         if batch_idx + 1 not in self._checked_batches:
             return
         module = pl_module.module if self.averaging is None else self.averaging.module
-        value = mean_elbo(module, self.manager, self.cells)
+        scores = cell_elbos(module, self.manager, self.cells)
+        value = float(scores.mean())
         self.trace.append(value)
+        if self.tail is not None:
+            self.tail_trace.append(float(scores[self.tail[0]].mean()))
         if self.reached(value):
             self.stopped_step = self.steps
             trainer.should_stop = True
 
     def reached(self, value: float) -> bool:
         """Whether training stops after a check that scored ``value`` (its :attr:`trace` already
-        holds it): the original's fit is reached."""
+        holds it, :attr:`tail_trace` the tail's): the original's fit is reached, on all the
+        cells and on the tail."""
+        if self.tail is not None and self.tail_trace[-1] < self.tail[1]:
+            return False
         return value >= self.target
 
 
@@ -149,11 +169,16 @@ class PlateauStopping(FitMatchStopping):
 
 
 def fit_match_callback(
-    task, averaging=None, check_steps=None, batch_size: int = 128
+    task, averaging=None, check_steps=None, batch_size: int = 128, tail: float = 0.0
 ) -> FitMatchStopping | None:
     """A :class:`FitMatchStopping` whose target is the original's mean ELBO on the retain
     validation cells of ``task`` (scoring ``averaging``'s module when given); ``None`` without
     a validation split.
+
+    With ``tail`` in (0, 1), the fraction ``tail`` of these cells that the original fits worst
+    (at least one cell) must also reach the original's mean ELBO on them: a model matched on
+    the mean alone can fit the abundant cells better and the rare ones worse than the original
+    (``fast_retrain``'s ``match_tail``).
 
     The checks are at most ``check_steps`` steps apart but at least ``cells x draws /
     batch_size``: a check passes each scored cell forward ``draws`` (4) times, a training step
@@ -167,7 +192,21 @@ def fit_match_callback(
     cells, scores = scored
     check_steps = check_interval(check_steps, cells.size, batch_size)
     target = float(scores.mean())
-    return FitMatchStopping(task.adata_manager, cells, target, averaging, check_steps)
+    return FitMatchStopping(
+        task.adata_manager, cells, target, averaging, check_steps, lower_tail(scores, tail)
+    )
+
+
+def lower_tail(scores: np.ndarray, fraction: float) -> tuple[np.ndarray, float] | None:
+    """``(positions, mean)`` of the ``ceil(fraction * n)`` lowest ``scores`` (ties by
+    position), ``None`` when ``fraction`` is 0."""
+    if not 0 <= fraction < 1:
+        raise ValueError(f"the tail fraction must be in [0, 1), got {fraction!r}.")
+    if fraction == 0:
+        return None
+    n = max(1, math.ceil(fraction * scores.size))
+    positions = np.argsort(scores, kind="stable")[:n]
+    return positions, float(scores[positions].mean())
 
 
 def plateau_callback(

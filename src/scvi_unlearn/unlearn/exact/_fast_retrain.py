@@ -87,6 +87,7 @@ def fast_retrain(
     kl_warmup: bool = False,
     kl_weight: float | str = 1.0,
     match_fit: bool = True,
+    match_tail: float = 0.0,
     strict: bool = False,
     patience: int = 10,
     min_delta: float = 1e-3,
@@ -165,6 +166,12 @@ def fast_retrain(
         (``train(train_size=1)``) it warns and trains the budget.  ``False``: always train the
         budget.  What the new model takes from the original is this one number, its mean ELBO on
         retain cells, which decides when training stops.
+    match_tail
+        With ``match_fit``, a fraction in [0, 1): the ``match_tail`` of the retain validation
+        cells the original fits worst must also be fit, on average, as the original fits them
+        before training stops (0: the mean only).  A model matched on the mean can fit the
+        abundant types better and the rare ones worse than the original does.  Still one
+        stop step taken from the original (the same channel).
     strict
         ``True``: read nothing from the original's fit -- stop at the plateau of the new
         model's own mean ELBO on the same retain validation cells, checked as fit matching
@@ -272,6 +279,7 @@ def fast_retrain(
         kl_warmup=kl_warmup,
         kl_weight=resolve_kl_weight(task, kl_weight),
         match_fit=match_fit,
+        match_tail=match_tail,
         strict=strict,
         patience=patience,
         min_delta=min_delta,
@@ -378,6 +386,7 @@ def train_fast(
     kl_warmup: bool = False,
     kl_weight: float = 1.0,
     match_fit: bool = False,
+    match_tail: float = 0.0,
     strict: bool = False,
     patience: int = 10,
     min_delta: float = 1e-3,
@@ -425,7 +434,8 @@ def train_fast(
         min_delta = number_argument("min_delta", min_delta)  # >= 0
         stopper = plateau_callback(task, averaging, check_steps, batch_size, patience, min_delta)
     elif match_fit:
-        stopper = fit_match_callback(task, averaging, check_steps, batch_size)
+        match_tail = number_argument("match_tail", match_tail)  # >= 0
+        stopper = fit_match_callback(task, averaging, check_steps, batch_size, match_tail)
     if (match_fit or strict) and stopper is None:
         warnings.warn(
             f"{'strict' if strict else 'match_fit'}: the original has fewer than "
