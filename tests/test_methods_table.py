@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 import scvi_unlearn as su
@@ -156,24 +158,68 @@ def test_unknown_name_lists_the_available_ones():
         su.unlearn.guarantee("nope")
 
 
-def test_docs_table_is_the_registry_table():
-    """docs/unlearning.md's method table is the output of su.unlearn.methods()."""
-    from pathlib import Path
+DOCS = Path(__file__).parents[1] / "docs"
+#: the method guide's tables, in order: the kinds each one lists
+GUIDE_GROUPS = [("exact",), ("private",), ("approximate", "adversarial")]
 
-    text = (Path(__file__).parents[1] / "docs" / "unlearning.md").read_text()
-    header = "| name | kind | exact | private | status | measured |"
-    lines = text[text.index(header) :].splitlines()[2:]
-    rows = [line for line in lines[: len(su.unlearn.METHODS)] if line.startswith("| `")]
-    documented = {}
-    for line in rows:
-        cells = [c.strip() for c in line.strip("|").split(" | ")]
-        documented[cells[0].strip("`")] = cells[1:]
+
+def _registry_tables(page: str) -> list[tuple[list[str], str]]:
+    """Every Markdown table of ``docs/<page>`` whose header starts with ``| name |``: its
+    columns and its text."""
+    lines = (DOCS / page).read_text().splitlines()
+    tables = []
+    for i, line in enumerate(lines):
+        if line.startswith("| name |"):
+            block = []
+            for row in lines[i:]:
+                if not row.startswith("|"):
+                    break
+                block.append(row)
+            columns = [c.strip() for c in line.strip().strip("|").split("|")]
+            tables.append((columns, "\n".join(block)))
+    return tables
+
+
+def _generated(columns: list[str], kinds: tuple[str, ...] | None = None) -> str:
+    """What ``scvi-unlearn methods --markdown --columns ...`` prints for the built-in methods
+    (of ``kinds``): the text a docs table must equal."""
+    from scvi_unlearn.cli._methods import markdown
+
     table = su.unlearn.methods()
-    builtin = table[table["name"].isin(BUILT_IN)]
-    assert set(documented) == set(builtin["name"])
-    for _, row in builtin.iterrows():
-        expected = [row["kind"], str(row["exact"]), str(row["private"]), row["status"]]
-        assert documented[row["name"]] == [*expected, row["measured"]], row["name"]
+    table = table[table["name"].isin(BUILT_IN)]
+    if kinds is not None:
+        table = table[table["kind"].isin(kinds)]
+    return markdown(table[columns].reset_index(drop=True))
+
+
+def test_docs_table_is_the_registry_table():
+    """docs/unlearning.md's method tables are the output of su.unlearn.methods()."""
+    tables = _registry_tables("unlearning.md")
+    assert [columns for columns, _ in tables] == [
+        ["name", "kind", "exact", "private", "status", "measured"],
+        ["name", "guarantee", "reference"],
+    ]
+    for columns, text in tables:
+        assert text == _generated(columns), (
+            f"regenerate: scvi-unlearn methods --markdown --columns {' '.join(columns)}"
+        )
+
+
+def test_method_guide_is_the_registry_table():
+    """docs/howto_choose_method.md: the registry's table split by kind (exact, private,
+    approximate and adversarial), every built-in method once, each table as generated."""
+    tables = _registry_tables("howto_choose_method.md")
+    assert len(tables) == len(GUIDE_GROUPS)
+    assert {k for group in GUIDE_GROUPS for k in group} == set(su.unlearn.KINDS)
+    listed = []
+    for (columns, text), kinds in zip(tables, GUIDE_GROUPS, strict=True):
+        assert columns == ["name", "status", "guarantee", "measured"]
+        expected = _generated(columns, kinds)
+        assert text == expected, (
+            f"the {'/'.join(kinds)} table is out of date; it should be:\n{expected}"
+        )
+        listed += [line.split(" | ")[0].strip("| `") for line in text.splitlines()[2:]]
+    assert sorted(listed) == sorted(BUILT_IN)
 
 
 def test_cli_methods_prints_the_table(capsys):
