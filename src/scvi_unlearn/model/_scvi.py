@@ -18,6 +18,11 @@ from scvi_unlearn._counts import COUNT_LIKELIHOODS, check_counts
 from scvi_unlearn.model._attack_mixin import MembershipAttackMixin
 from scvi_unlearn.model._fisher_mixin import FisherMixin
 from scvi_unlearn.model._unlearning_mixin import UnlearningMixin
+from scvi_unlearn.unlearn.core._soma_source import (
+    describe_source,
+    is_soma_datamodule,
+    split_joinids,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +39,22 @@ class _NoTrainingRecordError(ValueError, AttributeError):
     (``inspect.getmembers`` in scvi-tools' ``save``) skip the property instead of failing on an
     untrained model, a datamodule-trained model or one loaded from a plain scvi-tools checkpoint.
     """
+
+
+class _RegistrySizes:
+    """What scvi-tools' ``save`` reads from a datamodule (the architecture's sizes, batch labels
+    and label keys), taken from a ``setup_datamodule`` registry instead."""
+
+    def __init__(self, registry: dict, recipe: dict | None):
+        fields = registry["field_registries"]
+        self.registry = registry
+        self.n_batch = fields["batch"]["summary_stats"]["n_batch"]
+        self.n_labels = fields["labels"]["summary_stats"]["n_labels"]
+        self.n_samples = fields.get("sample", {}).get("summary_stats", {}).get("n_sample", 0)
+        self.n_vars = fields["X"]["summary_stats"]["n_vars"]
+        self.batch_labels = fields["batch"]["state_registry"]["categorical_mapping"]
+        source = (recipe or {}).get("datamodule")
+        self.label_keys = source.get("label_keys") if isinstance(source, dict) else None
 
 
 class _RewindCheckpoint(Callback):
@@ -103,6 +124,11 @@ use_observed_lib_size, latent_distribution, **kwargs
     train_obs_names_: np.ndarray | None = None
     #: ``obs_names`` of the cells in the validation split of the last :meth:`train` call.
     validation_obs_names_: np.ndarray | None = None
+    #: ``soma_joinid`` of the training cells of the last :meth:`train` call on a
+    #: :class:`scvi.dataloaders.TileDBDataModule` (sorted int64; ``None`` otherwise).
+    train_obs_joinids_: np.ndarray | None = None
+    #: ``soma_joinid`` of its validation cells (sorted int64; ``None`` otherwise).
+    validation_obs_joinids_: np.ndarray | None = None
     #: ``{"epoch": k, "state_dict": ...}``: the module's weights after ``k`` epochs of the last
     #: :meth:`train` call (``train(rewind_epoch=k)``), for ``unlearn(method="rewind")``.
     rewind_checkpoint_: dict[str, Any] | None = None
@@ -132,10 +158,17 @@ use_observed_lib_size, latent_distribution, **kwargs
         retrain without a set of cells possible (``model.unlearn(..., method="retrain")``).
 
         With ``datamodule=`` (a model built without AnnData, e.g. ``SCVI()`` or
-        ``SCVI(adata=None, registry=...)``), training is exactly scvi-tools'; the recipe is
-        recorded with the datamodule as a placeholder (it cannot be replayed), and no cells are
-        recorded (``train_obs_names_`` is ``None``): the cells a datamodule serves have no
-        ``obs_names`` in this model's AnnData, so such a model cannot be unlearned.
+        ``SCVI(adata=None, registry=...)``), training is exactly scvi-tools', and no
+        ``obs_names`` are recorded (``train_obs_names_`` is ``None``).  For scvi-tools'
+        out-of-core :class:`scvi.dataloaders.TileDBDataModule` (a TileDB-SOMA query),
+        ``train_recipe_["datamodule"]`` describes the source (experiment URI and read
+        timestamp, measurement, layer, the query's filters, the batch columns and labels, the
+        datamodule's arguments; JSON-serialisable) and :attr:`train_obs_joinids_` /
+        :attr:`validation_obs_joinids_` hold the ``soma_joinid`` of the cells of each split, so
+        the model can be unlearned from the store (``unlearn(forget)``, ``docs/howto_atlas.md``).
+        For any other datamodule the recipe holds a placeholder (``"<ClassName>"``: it cannot be
+        replayed) and ``unlearn`` needs the user's retain stream
+        (``unlearn(forget, datamodule=...)``).
 
         Before training, the registered data are scanned: NaN or infinite values, and negative
         values under a count likelihood (``"zinb"``, ``"nb"``, ``"poisson"``), raise a
@@ -168,6 +201,11 @@ use_observed_lib_size, latent_distribution, **kwargs
             keeper = _RewindCheckpoint(rewind_epoch)
             kwargs["callbacks"] = [*(kwargs.get("callbacks") or []), keeper]
         result = super().train(*args, **kwargs)
+        datamodule = self._bound_datamodule(args, kwargs)
+        self.train_obs_joinids_ = self.validation_obs_joinids_ = None
+        if is_soma_datamodule(datamodule):
+            recipe["datamodule"] = describe_source(datamodule)
+            self.train_obs_joinids_, self.validation_obs_joinids_ = split_joinids(datamodule)
         self.train_recipe_ = recipe
         self._record_split_cells(custom_datamodule=recipe.get("datamodule") is not None)
         self.rewind_checkpoint_ = None
@@ -185,6 +223,29 @@ use_observed_lib_size, latent_distribution, **kwargs
                     "state_dict": keeper.state_dict,
                 }
         return result
+
+    def _bound_datamodule(self, args: tuple, kwargs: dict):
+        bound = inspect.signature(_BaseSCVI.train).bind(self, *args, **kwargs)
+        return bound.arguments.get("datamodule")
+
+    def save(self, dir_path: str, *args, datamodule=None, **kwargs) -> None:
+        """Save the model, exactly as :meth:`scvi.model.SCVI.save`.
+
+        A model built from a datamodule's registry (``SCVI(adata=None, registry=...)``) saves
+        without the datamodule: scvi-tools 1.4.2 needs ``save(dir, datamodule=dm)`` to read the
+        sizes of the architecture, which this model's registry also holds, so they are read
+        from there when ``datamodule`` is not given.
+
+        Parameters
+        ----------
+        dir_path, *args, **kwargs
+            As in :meth:`scvi.model.SCVI.save`.
+        datamodule
+            As in :meth:`scvi.model.SCVI.save`; optional here.
+        """
+        if datamodule is None and self.registry.get("setup_method_name") == "setup_datamodule":
+            datamodule = _RegistrySizes(self.registry, self.train_recipe_)
+        super().save(dir_path, *args, datamodule=datamodule, **kwargs)
 
     @staticmethod
     def _check_rewind_epoch(rewind_epoch, max_epochs) -> None:
@@ -271,6 +332,12 @@ use_observed_lib_size, latent_distribution, **kwargs
         Validation cells never produce gradients but steer early stopping and are present in the
         model's recorded state, so unlearning treats them as seen.
         """
+        if self.train_obs_names_ is None and self.train_obs_joinids_ is not None:
+            raise _NoTrainingRecordError(
+                "This model was trained out of core on a TileDB-SOMA store: its training cells "
+                "are recorded by soma_joinid (train_obs_joinids_, validation_obs_joinids_), not "
+                "by obs_names of an AnnData."
+            )
         if self.train_obs_names_ is None:
             raise _NoTrainingRecordError(
                 "This model has no record of the cells it was trained on: train it on an "

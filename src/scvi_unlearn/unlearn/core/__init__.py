@@ -6,6 +6,8 @@
 * :mod:`._engine` -- one unlearning request from start to end (behind
   :meth:`scvi_unlearn.SCVI.unlearn`); :mod:`._parallel` -- many requests, possibly in workers;
 * :mod:`._task` -- what a method receives (:class:`~scvi_unlearn.unlearn.UnlearningTask`);
+* :mod:`._soma_source`, :mod:`._stream` -- models trained out of core on a TileDB-SOMA store:
+  the recorded source, the retain stream and the streamed task (``tiledbsoma`` imported lazily);
 * :mod:`._plan`, :mod:`._datamodule`, :mod:`._losses` -- the training plan, retain + forget
   minibatches and per-cell losses that the gradient-based methods share;
 * :mod:`._budget` -- the retain-sample budget (cost follows the forget set, not the data);
