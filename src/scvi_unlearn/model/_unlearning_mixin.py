@@ -36,13 +36,16 @@ class UnlearningMixin:
         on_degradation: str = "auto",
         check_cells: AnnData | None = None,
         retain_confidence: float = _unlearn.RETAIN_CONFIDENCE,
+        datamodule=None,
         **method_kwargs: Any,
     ):
         """Return a new model that has forgotten ``adata_forget``; this model is not modified.
 
         The forget cells are identified by ``obs_names`` among the cells this model was trained
         on (training + validation split of :meth:`train`).  The retain cells are the trained
-        cells minus the forget cells, read from ``self.adata``.  The returned model is a new
+        cells minus the forget cells, read from ``self.adata`` -- or, for a model trained out of
+        core on a TileDB-SOMA store, streamed from the recorded store (``fast_retrain`` and
+        ``retrain`` only; ``docs/howto_atlas.md``).  The returned model is a new
         instance of this class bound to a copy of the retain cells only: its recorded training
         cells (``train_obs_names_``, ``validation_obs_names_``, indices), history and registry
         mention no forgotten cell, so saving it (with or without its AnnData) does not reveal
@@ -56,7 +59,10 @@ class UnlearningMixin:
         ----------
         adata_forget
             The cells to forget: an AnnData (e.g. ``adata[mask]``; only its ``obs_names`` are
-            used, it is not modified) or a sequence of ``obs_names``.
+            used, it is not modified) or a sequence of ``obs_names``.  For a model trained out
+            of core on scvi-tools' :class:`~scvi.dataloaders.TileDBDataModule`: a sequence of
+            ``soma_joinid`` (integers) or of the store's ``obs`` ids (strings, the ``obs_id``
+            column), resolved in the recorded store (``docs/howto_atlas.md``).
         method
             Name of a method in :data:`scvi_unlearn.unlearn.METHODS`: the exact ``"retrain"``,
             ``"fast_retrain"`` (the default, chosen by measurement: ``docs/unlearning.md``) and
@@ -110,6 +116,18 @@ class UnlearningMixin:
             (docs/unlearning.md, "Defaults across training lengths and forget sets"); 0.9
             (``z`` = 1.28) also flagged all 83 and stopped 18; 0.5 is the point drop, which
             missed 7.  Higher values stop more runs that are within the tolerance.
+        datamodule
+            For a model trained with ``train(datamodule=...)`` only: the user's retain stream, a
+            LightningDataModule serving the original's training cells minus the forget cells
+            (for custom loaders: AnnCollection, annbatch, lamin, ...; the model's genes and
+            batch encoding).  ``adata_forget`` then names the forget cells for the record only
+            (their number and salted digest; with a recorded SOMA store they are also checked
+            against it).  Only ``"fast_retrain"`` and ``"retrain"`` train on it; without a
+            recorded store there are no retain validation cells to match the original's fit on
+            or to check, so ``fast_retrain`` trains its epoch budget (``max_epochs``) and only
+            non-finite weights are checked.  ``None`` (default): a model trained on a
+            ``TileDBDataModule`` streams the retain cells from its recorded store; any other
+            datamodule-trained model raises.
         **method_kwargs
             Hyper-parameters of the method (see each method's docstring); unknown names raise a
             :class:`TypeError` listing the accepted ones.
@@ -136,6 +154,7 @@ class UnlearningMixin:
             on_degradation=on_degradation,
             check_cells=check_cells,
             retain_confidence=retain_confidence,
+            datamodule=datamodule,
             **method_kwargs,
         )
 

@@ -31,6 +31,8 @@ from scvi_unlearn.unlearn.core._record import (
     weights_sha256,
 )
 from scvi_unlearn.unlearn.core._registry import METHODS
+from scvi_unlearn.unlearn.core._soma_source import lookup_ids, open_experiment
+from scvi_unlearn.unlearn.core._stream import is_streamed, joinids_sha256, trained_joinids
 
 #: version of the certificate layout
 CERTIFICATE_VERSION = 1
@@ -145,6 +147,23 @@ def _forget_names(forget) -> np.ndarray:
     return names.astype(str)
 
 
+def _absent_from_store(model, names: np.ndarray, trained: np.ndarray) -> bool | None:
+    """Whether none of ``names`` is a training cell of a streamed model: the names are looked
+    up in the recorded store's ``obs`` id column (decimal ``soma_joinid`` without one);
+    ``None`` when the store cannot be opened."""
+    source = model.train_recipe_["datamodule"]
+    column = source.get("obs_id_column")
+    if not column:
+        ids = pd.to_numeric(pd.Series(names), errors="coerce").dropna().astype(np.int64)
+        return not np.isin(ids.to_numpy(), trained).any()
+    try:
+        with open_experiment(source) as experiment:
+            found = lookup_ids(experiment, column, names)["soma_joinid"].to_numpy(np.int64)
+    except Exception:  # a moved or deleted store: the check cannot be made
+        return None
+    return not np.isin(found, trained).any()
+
+
 def _matches(names: np.ndarray, digest: dict[str, Any] | None) -> bool:
     if not digest or "salt" not in digest:
         return False
@@ -185,14 +204,17 @@ def verify_certificate(
         * ``weights`` -- SHA-256 of the model's weights equals the certificate's (the weights
           are those the request produced: not trained or edited since);
         * ``retain_digest`` -- SHA-256 of the sorted names of the model's training cells
-          (``trained_obs_names``) equals the certificate's;
+          (``trained_obs_names``; for a model trained out of core, of their sorted
+          ``soma_joinid``) equals the certificate's;
         * ``retain_counts`` -- (``adata``) SHA-256 of those cells' registered counts in
-          ``adata`` equals the certificate's (``False`` if a cell is missing);
+          ``adata`` equals the certificate's (``False`` if a cell is missing; ``None`` for a
+          model trained out of core, whose certificate does not hash the counts);
         * ``forget_digest`` -- (``forget``) the names are exactly this request's forget set;
         * ``forget_request`` -- (``forget``) which request of the chain (1 = the first; the
           last is this one) forgot exactly these names, or ``None``;
         * ``forget_absent`` -- (``forget``) none of the names is among the model's training
-          cells;
+          cells (out of core: looked up in the recorded store's ``obs`` ids; ``None`` when it
+          cannot be opened);
         * ``chain`` -- the certificate's chain of earlier requests equals the record's;
         * ``guarantee`` -- the method is registered today with the kind, exactness and privacy
           the certificate states;
@@ -236,13 +258,19 @@ def verify_certificate(
         None if stated_weights is None else stated_weights == weights_sha256(model.module)
     )
 
-    trained = np.asarray(model.trained_obs_names, dtype=str)
+    streamed = is_streamed(model)
+    trained = None
+    if streamed:
+        trained = trained_joinids(model)
+    elif getattr(model, "train_obs_names_", None) is not None:
+        trained = np.asarray(model.trained_obs_names, dtype=str)
     retain = certificate.get("retain_digest") or {}
-    out["retain_digest"] = (
-        None if "sha256" not in retain else retain["sha256"] == names_sha256(trained)
-    )
+    out["retain_digest"] = None
+    if retain.get("sha256") is not None and trained is not None:
+        digest = joinids_sha256(trained) if streamed else names_sha256(trained)
+        out["retain_digest"] = retain["sha256"] == digest
     out["retain_counts"] = None
-    if adata is not None and "counts_sha256" in retain:
+    if adata is not None and retain.get("counts_sha256") is not None and not streamed:
         try:
             digest = counts_sha256(adata, trained, retain["counts"])
         except KeyError:
@@ -257,7 +285,10 @@ def verify_certificate(
         digests = [link.get("forget_digest") for link in chain] + [cert_forget]
         found = [i + 1 for i, d in enumerate(digests) if _matches(names, d)]
         out["forget_request"] = found[-1] if found else None
-        out["forget_absent"] = not np.isin(names, trained).any()
+        if streamed:
+            out["forget_absent"] = _absent_from_store(model, names, trained)
+        elif trained is not None:
+            out["forget_absent"] = not np.isin(names, trained).any()
     out["chain"] = chain == plain(record.get("previous", []))
     out["chain_length"] = len(chain) + 1
 
@@ -275,7 +306,7 @@ def verify_certificate(
     )
     made = [out[k] for k in _DECIDING if out[k] is not None]
     if forget is not None:  # the names are one request of the chain, and none is trained on
-        made += [out["forget_request"] is not None, out["forget_absent"]]
+        made += [out["forget_request"] is not None, out["forget_absent"] is not False]
     out["verified"] = all(made)
     out["not_checked"] = NOT_CHECKED
     return out

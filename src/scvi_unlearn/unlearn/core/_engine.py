@@ -1,6 +1,8 @@
 """The unlearning engine behind :meth:`scvi_unlearn.SCVI.unlearn`.
 
-Steps of one request:
+Steps of one request (a model trained out of core, or a request with the user's retain
+``datamodule``, takes :mod:`._stream`'s way through steps 1, 2 and 4: the forget cells are resolved
+in the recorded store and the retain cells streamed, never loaded):
 
 1. resolve the forget cells by ``obs_names`` against the cells the model trained on
    (``model.trained_obs_names``: training + validation split);
@@ -49,6 +51,13 @@ from scvi_unlearn.unlearn.core._registry import (
     FROM_SCRATCH,
     bind_hyperparameters,
     get_method,
+)
+from scvi_unlearn.unlearn.core._stream import (
+    check_streamed_model,
+    finish_streamed,
+    is_streamed,
+    stream_task,
+    streamed_retain_digest,
 )
 from scvi_unlearn.unlearn.core._task import UnlearningTask, _minimal_copy
 
@@ -147,17 +156,45 @@ def _retain_split(model, adata_retain: AnnData) -> tuple[np.ndarray, np.ndarray]
     return np.flatnonzero(~is_val), np.flatnonzero(is_val)
 
 
-def _check_not_datamodule_trained(model) -> None:
+def _datamodule_trained(model) -> bool:
     recipe = getattr(model, "train_recipe_", None) or {}
-    if recipe.get("datamodule") is not None and getattr(model, "train_obs_names_", None) is None:
+    recorded = getattr(model, "train_obs_names_", None) is not None
+    return recipe.get("datamodule") is not None and not recorded
+
+
+def _check_not_datamodule_trained(model) -> None:
+    if _datamodule_trained(model):
         raise ValueError(
             "This model was trained with train(datamodule=...): the cells a custom datamodule "
             "serves are not recorded (they have no obs_names in a model AnnData), so the forget "
             "cells cannot be identified and there are no retain cells to unlearn with. "
-            "Unlearning needs a model trained on an AnnData with scvi_unlearn.SCVI.train "
-            "(SCVI.setup_anndata(adata, ...); SCVI(adata).train(...)), which records its "
-            "training cells by obs_names."
+            "Pass your own retain stream, unlearn(forget, datamodule=retain_datamodule) "
+            "(docs/howto_atlas.md); a model trained on scvi-tools' TileDBDataModule, or on an "
+            "AnnData with scvi_unlearn.SCVI.train (SCVI.setup_anndata(adata, ...); "
+            "SCVI(adata).train(...)), records its training cells itself."
         )
+
+
+def _check_datamodule_argument(model, datamodule, check_cells) -> bool:
+    """Whether the request streams its retain cells (a recorded SOMA source, or ``datamodule``);
+    clear errors for arguments that do not apply."""
+    streamed = is_streamed(model) or datamodule is not None
+    if datamodule is not None and not _datamodule_trained(model):
+        raise ValueError(
+            "datamodule= is for models trained with train(datamodule=...); this model "
+            "recorded its training cells by obs_names and is unlearned from its AnnData."
+        )
+    if datamodule is not None and not hasattr(datamodule, "train_dataloader"):
+        raise TypeError(
+            "datamodule must be a LightningDataModule serving the retain cells, got "
+            f"{type(datamodule).__name__}."
+        )
+    if streamed and check_cells is not None:
+        raise ValueError(
+            "check_cells is not supported for a model trained out of core: the retain check "
+            "scores the retain validation cells read from the store."
+        )
+    return streamed
 
 
 def _check_not_minified(model) -> None:
@@ -194,6 +231,7 @@ def run_unlearning(
     on_degradation: str = "auto",
     check_cells=None,
     retain_confidence: float = RETAIN_CONFIDENCE,
+    datamodule=None,
     **method_kwargs: Any,
 ):
     """See :meth:`scvi_unlearn.model.UnlearningMixin.unlearn`."""
@@ -211,82 +249,115 @@ def run_unlearning(
     confidence_z(retain_confidence)
     if not getattr(model, "is_trained_", False):
         raise ValueError("The model is not trained: there is nothing to unlearn.")
-    _check_not_datamodule_trained(model)
-    _check_not_minified(model)
+    streamed = _check_datamodule_argument(model, datamodule, check_cells)
+    if not streamed:
+        _check_not_datamodule_trained(model)
+        _check_not_minified(model)
     if check_cells is not None:
         check_cells_names(model, check_cells)
     seed = _resolve_seed(model, seed)
-    forget = _as_obs_names(adata_forget)
-    forget, retain_positions, forget_positions = _resolve_cells(model, forget, ignore_untrained)
-
     cls = type(model)
-    adata_retain = _minimal_copy(model.adata, retain_positions)
-    with isolated_seed(seed):  # scvi-tools' count check samples rows from the global RNG
-        manager = model.adata_manager.transfer_fields(adata_retain)
-    cls.register_manager(manager)
-    train_idx, val_idx = _retain_split(model, adata_retain)
-    task = UnlearningTask(
-        model, adata_retain, manager, train_idx, val_idx, forget_positions, seed=seed
-    )
-    task.n_forget = int(forget.size)
+    manager = None
+    if streamed:
+        task, forget = stream_task(
+            model,
+            adata_forget,
+            method,
+            seed=seed,
+            ignore_untrained=ignore_untrained,
+            datamodule=datamodule,
+        )
+    else:
+        forget = _as_obs_names(adata_forget)
+        forget, retain_positions, forget_positions = _resolve_cells(
+            model, forget, ignore_untrained
+        )
+        adata_retain = _minimal_copy(model.adata, retain_positions)
+        with isolated_seed(seed):  # scvi-tools' count check samples rows from the global RNG
+            manager = model.adata_manager.transfer_fields(adata_retain)
+        cls.register_manager(manager)
+        train_idx, val_idx = _retain_split(model, adata_retain)
+        task = UnlearningTask(
+            model, adata_retain, manager, train_idx, val_idx, forget_positions, seed=seed
+        )
+        task.n_forget = int(forget.size)
     record = new_record(method, hyper, seed, forget)
+    check_kwargs = {
+        "retain_tolerance": retain_tolerance,
+        "on_degradation": on_degradation,
+        "retain_confidence": retain_confidence,
+    }
     try:
         t_method = time.perf_counter()
         with isolated_seed(seed):
             new = func(task, **hyper)
         method_time = time.perf_counter() - t_method
-        if type(new) is not cls or new.adata is not adata_retain:
+        if not task.is_result(new):
             raise TypeError(
                 f"Unlearning method {method!r} must return a {cls.__name__} bound to task.adata "
                 f"(use task.new_model()), got {type(new).__name__}."
             )
-        checks = check_unlearned_model(
-            task,
-            new,
-            retain_tolerance=retain_tolerance,
-            on_degradation=on_degradation,
-            check_cells=check_cells,
-            retain_confidence=retain_confidence,
-        )
+        if streamed:
+            checks = check_streamed_model(task, new, **check_kwargs)
+        else:
+            checks = check_unlearned_model(task, new, check_cells=check_cells, **check_kwargs)
     except BaseException:
-        cls._setup_adata_manager_store.pop(manager.adata_uuid, None)
+        if manager is not None:
+            cls._setup_adata_manager_store.pop(manager.adata_uuid, None)
         raise
     finally:
         task.close()
 
-    names = np.asarray(adata_retain.obs_names, dtype=str)
-    new.train_indices = train_idx
-    new.validation_indices = val_idx
-    new.test_indices = np.asarray([], dtype=int)
-    new.train_obs_names_ = names[train_idx]
-    new.validation_obs_names_ = names[val_idx]
+    if streamed:
+        finish_streamed(task, new)
+    else:
+        names = np.asarray(adata_retain.obs_names, dtype=str)
+        new.train_indices = train_idx
+        new.validation_indices = val_idx
+        new.test_indices = np.asarray([], dtype=int)
+        new.train_obs_names_ = names[train_idx]
+        new.validation_obs_names_ = names[val_idx]
     new.is_trained_ = True
     new.module.eval()
     record["log"] = task.log
     record["budget"] = task.budget
     record["checks"] = {**checks, "on_degradation": on_degradation}
     record["method_time_s"] = method_time
-    _certify(record, model, new, method, manager)  # digests: part of the call's wall time
+    if streamed:
+        record["forget_digest"]["identifiers"] = _forget_identifiers(task)
+    _certify(record, model, new, method, manager, task if streamed else None)
     record["wall_time_s"] = time.perf_counter() - t_start
     new.unlearn_record_ = record
     return new
 
 
-def _certify(record: dict[str, Any], model, new, method: str, manager) -> None:
+def _forget_identifiers(task) -> str:
+    """What the streamed record's salted forget digest is over."""
+    if task.description is None:
+        return "the ids given to unlearn (as strings)"
+    column = task.description.get("obs_id_column")
+    return f"obs[{column!r}]" if column else "soma_joinid (decimal strings)"
+
+
+def _certify(record: dict[str, Any], model, new, method: str, manager, stream_task=None) -> None:
     """Add what a deletion certificate states: the method's guarantee (registry at request
-    time), digests of the new model's training cells, their counts and its weights, and the
+    time), digests of the new model's training cells, their counts (not for a streamed request:
+    :func:`~scvi_unlearn.unlearn.core._stream.streamed_retain_digest`) and its weights, and the
     chain of the earlier requests behind ``model`` (no cell name)."""
     row = guarantee(method)
     record["guarantee"] = {k: row[k] for k in ("kind", "exact", "private", "guarantee")}
-    names = np.asarray(new.adata.obs_names, dtype=str)  # the retain cells = training cells
-    location = dict(manager.data_registry[REGISTRY_KEYS.X_KEY])
-    record["retain_digest"] = {
-        "algorithm": "sha256(sorted obs_names)",
-        "sha256": names_sha256(names),
-        "n_cells": int(names.size),
-        "counts_sha256": counts_sha256(new.adata, names, location),
-        "counts": {"attr_name": location["attr_name"], "attr_key": location.get("attr_key")},
-    }
+    if stream_task is not None:
+        record["retain_digest"] = streamed_retain_digest(stream_task)
+    else:
+        names = np.asarray(new.adata.obs_names, dtype=str)  # the retain cells = training cells
+        location = dict(manager.data_registry[REGISTRY_KEYS.X_KEY])
+        record["retain_digest"] = {
+            "algorithm": "sha256(sorted obs_names)",
+            "sha256": names_sha256(names),
+            "n_cells": int(names.size),
+            "counts_sha256": counts_sha256(new.adata, names, location),
+            "counts": {"attr_name": location["attr_name"], "attr_key": location.get("attr_key")},
+        }
     record["weights_sha256"] = weights_sha256(new.module)
     earlier = getattr(model, "unlearn_record_", None)
     if earlier:

@@ -141,6 +141,32 @@ class UnlearningTask:
             splitter["drop_last"] = True
         return splitter
 
+    def train_data(
+        self,
+        batch_size: int,
+        datasplitter_kwargs: dict[str, Any] | None = None,
+        *,
+        replay: bool = False,
+    ) -> dict[str, Any]:
+        """The ``model.train`` arguments that feed it the retain cells in their original roles,
+        ``batch_size`` cells a minibatch: here ``batch_size`` and ``datasplitter_kwargs``
+        (``datasplitter_kwargs`` updated with :meth:`retain_splitter`); a streamed task
+        (:class:`~scvi_unlearn.unlearn.core._stream.StreamTask`) gives a ``datamodule`` instead.
+        ``replay``: the call replays the original's recipe (``retrain``; used by streamed
+        tasks, which then keep the original stream's batch size and shuffling)."""
+        return {
+            "batch_size": batch_size,
+            "datasplitter_kwargs": {
+                **(datasplitter_kwargs or {}),
+                **self.retain_splitter(batch_size),
+            },
+        }
+
+    def is_result(self, model) -> bool:
+        """Whether ``model`` is what a method must return: a model of the original's class bound
+        to :attr:`adata` (made with :meth:`new_model`)."""
+        return type(model) is type(self.original) and model.adata is self.adata
+
     def log_history(self, model) -> None:
         """Append a model's per-epoch training loss (scvi-tools' ``history_``) to :attr:`log`,
         for methods that train through ``model.train`` (the retrains)."""

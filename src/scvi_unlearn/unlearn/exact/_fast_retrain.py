@@ -408,7 +408,9 @@ def train_fast(
     """Train ``model`` in place with ``fast_retrain``'s schedule: the training of
     ``fast_retrain`` (from a fresh initialisation) and of ``rewind`` (from a checkpoint).
 
-    The retain cells of ``task``, in their original train / validation roles, ``max_epochs``
+    The retain cells of ``task``, in their original train / validation roles
+    (:meth:`UnlearningTask.train_data`: a data splitter, or a retain stream for a model trained
+    out of core), ``max_epochs``
     epochs of ``batch_size`` cells, KL weight 1 from the first step (or warmed up from 0 over
     the ``max_epochs`` with ``kl_warmup``), Adam at ``lr``, constant or cosine-decayed
     (``schedule``), no early stopping except, with ``match_fit``, a
@@ -422,7 +424,7 @@ def train_fast(
     model keeps the original's recipe (:meth:`UnlearningTask.retain_recipe`) and its per-epoch
     losses are appended to ``task.log``.
     """
-    splitter = task.retain_splitter(batch_size)
+    data = task.train_data(batch_size)
     for name, flag in (("kl_warmup", kl_warmup), ("match_fit", match_fit), ("strict", strict)):
         if not isinstance(flag, bool):
             raise ValueError(f"{name} must be True or False, got {flag!r}.")
@@ -465,9 +467,7 @@ def train_fast(
         plan_kwargs["total_epochs"] = max_epochs
     model.train(
         max_epochs=max_epochs,
-        batch_size=batch_size,
         plan_kwargs=plan_kwargs,
-        datasplitter_kwargs=splitter,
         accelerator=accelerator,
         devices=devices,
         enable_progress_bar=enable_progress_bar,

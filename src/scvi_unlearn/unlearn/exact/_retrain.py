@@ -75,6 +75,10 @@ def retrain(
     A recorded ``rewind_epoch`` is replayed too: the new model keeps its own rewind checkpoint
     (trained on the retain cells only), unless ``max_epochs`` ends training before it.
 
+    A model trained out of core (``train(datamodule=TileDBDataModule(...))``) is replayed on the
+    retain stream of its recorded store (the original's batch size and shuffling, its shuffle
+    seed or else the request's), or on the user's ``unlearn(..., datamodule=...)``.
+
     If the retain training split leaves a last minibatch of 1–2 cells, it is dropped each epoch
     (``drop_last``), as a single-cell batch breaks BatchNorm; scvi-tools' own splitter avoids
     such batches by moving those cells to validation.
@@ -84,11 +88,6 @@ def retrain(
         raise ValueError(
             "method='retrain' needs the original training recipe (train_recipe_), recorded by "
             "scvi_unlearn.SCVI.train; this model has none."
-        )
-    if recipe.get("datamodule") is not None:
-        raise ValueError(
-            "The model was trained with a custom datamodule, which cannot be replayed for an "
-            "exact retrain."
         )
     kwargs = {k: v for k, v in recipe.items() if k not in _NOT_ARGUMENTS}
     kwargs.update(recipe.get("trainer_kwargs") or {})
@@ -104,10 +103,9 @@ def retrain(
     if kwargs.get("max_epochs") is not None and int(kwargs["max_epochs"]) < 1:
         raise ValueError(f"max_epochs must be >= 1, got {kwargs['max_epochs']}.")
     batch_size = int(kwargs.get("batch_size") or 128)
-    kwargs["datasplitter_kwargs"] = {
-        **(kwargs.get("datasplitter_kwargs") or {}),
-        **task.retain_splitter(batch_size),
-    }
+    kwargs.update(
+        task.train_data(batch_size, kwargs.pop("datasplitter_kwargs", None), replay=True)
+    )
     if kwargs.get("max_epochs") is None:
         # the original used scvi-tools' heuristic on its AnnData's size; keep that value
         from scvi.model._utils import get_max_epochs_heuristic
