@@ -31,6 +31,7 @@ from scvi import REGISTRY_KEYS
 
 from scvi_unlearn._evaluation import minified_type
 from scvi_unlearn._seeding import isolated_seed
+from scvi_unlearn.unlearn.core._forget_cells import keep_trained, preview
 from scvi_unlearn.unlearn.core._guarantees import guarantee
 from scvi_unlearn.unlearn.core._guard import (
     RETAIN_CONFIDENCE,
@@ -92,26 +93,9 @@ def _as_obs_names(adata_forget: AnnData | Sequence[str] | pd.Index | np.ndarray)
     return pd.unique(names)
 
 
-def _preview(names: Sequence[str], k: int = 5) -> str:
-    shown = ", ".join(repr(n) for n in list(names)[:k])
-    return shown + (f", ... ({len(names)} in total)" if len(names) > k else "")
-
-
 def _resolve_cells(model, forget: np.ndarray, ignore_untrained: bool):
     trained = np.asarray(model.trained_obs_names, dtype=str)
-    is_trained = np.isin(forget, trained)
-    if not is_trained.all():
-        unknown = forget[~is_trained]
-        if not ignore_untrained:
-            raise ValueError(
-                f"{unknown.size} of the {forget.size} cells to forget were not used to train "
-                f"this model: {_preview(unknown)}. Pass ignore_untrained=True to skip them."
-            )
-        forget = forget[is_trained]
-        if forget.size == 0:
-            raise ValueError(
-                "None of the cells to forget were used to train this model: nothing to unlearn."
-            )
+    forget = keep_trained(forget, np.isin(forget, trained), ignore_untrained)
     if model.adata is None:
         raise ValueError(
             "The model has no AnnData (loaded without data?): unlearning needs the retain "
@@ -121,7 +105,7 @@ def _resolve_cells(model, forget: np.ndarray, ignore_untrained: bool):
     if not obs.is_unique:
         dup = obs[obs.duplicated()].unique()
         raise ValueError(
-            f"model.adata has duplicated obs_names ({_preview(dup)}); cells cannot be identified "
+            f"model.adata has duplicated obs_names ({preview(dup)}); cells cannot be identified "
             "by name, so neither the forget nor the retain cells are defined. Make the names "
             "unique (adata.obs_names_make_unique()) before setup_anndata and train again."
         )
@@ -137,7 +121,7 @@ def _resolve_cells(model, forget: np.ndarray, ignore_untrained: bool):
     if missing.size:
         raise ValueError(
             f"{missing.size} retain cells (trained cells not being forgotten) are missing from "
-            f"model.adata: {_preview(list(missing))}. Unlearning needs every retain cell."
+            f"model.adata: {preview(list(missing))}. Unlearning needs every retain cell."
         )
     trained_set = set(trained)
     retain_positions = np.flatnonzero(

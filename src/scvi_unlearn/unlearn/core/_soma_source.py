@@ -26,6 +26,8 @@ import scipy.sparse as sp
 from anndata import AnnData
 from scvi.dataloaders import TileDBDataModule
 
+from scvi_unlearn.unlearn.core._forget_cells import preview
+
 #: ``obs`` column of cell names looked up first (tiledbsoma.io.from_anndata's default, and what
 #: :func:`scvi_unlearn.data.simulate_to_soma` writes)
 OBS_ID_COLUMN = "obs_id"
@@ -211,7 +213,7 @@ def resolve_forget(experiment, description: dict[str, Any], forget) -> tuple[np.
     if missing.size:
         raise ValueError(
             f"{missing.size} of the {names.size} forget ids are not in the store's "
-            f"obs[{column!r}]: {_preview(missing)}."
+            f"obs[{column!r}]: {preview(missing)}."
         )
     return np.unique(found["soma_joinid"].to_numpy(np.int64)), column
 
@@ -228,12 +230,6 @@ def lookup_ids(experiment, column: str, names) -> pd.DataFrame:
         )
         found.append(table.concat().to_pandas())
     return pd.concat(found, ignore_index=True)
-
-
-def _preview(values, k: int = 5) -> str:
-    values = list(values)
-    shown = ", ".join(repr(v) for v in values[:k])
-    return shown + (f", ... ({len(values)} in total)" if len(values) > k else "")
 
 
 def var_joinids(registry: dict) -> np.ndarray:

@@ -26,6 +26,7 @@ import pandas as pd
 
 from scvi_unlearn._seeding import isolated_seed
 from scvi_unlearn.unlearn.core._budget import sample_positions
+from scvi_unlearn.unlearn.core._forget_cells import keep_trained
 from scvi_unlearn.unlearn.core._guard import (
     MAX_CHECK_CELLS,
     MIN_CHECK_CELLS,
@@ -232,21 +233,9 @@ def stream_task(
     try:
         joinids, kind = resolve_forget(experiment, description, forget)
         trained = trained_joinids(model)
-        known = np.isin(joinids, trained)
-        if not known.all():
-            unknown = joinids[~known]
-            if not ignore_untrained:
-                raise ValueError(
-                    f"{unknown.size} of the {joinids.size} cells to forget were not used to "
-                    f"train this model (soma_joinid {_preview(unknown)}). Pass "
-                    "ignore_untrained=True to skip them."
-                )
-            joinids = joinids[known]
-            if joinids.size == 0:
-                raise ValueError(
-                    "None of the cells to forget were used to train this model: nothing to "
-                    "unlearn."
-                )
+        joinids = keep_trained(
+            joinids, np.isin(joinids, trained), ignore_untrained, unknown_label="soma_joinid "
+        )
         task = StreamTask(model, seed=seed, n_forget=joinids.size)
         task.description, task.experiment = description, experiment
         task.retain_train_joinids = np.setdiff1d(sorted_joinids(model.train_obs_joinids_), joinids)
@@ -304,12 +293,6 @@ def _digest_names(experiment, description, joinids, kind, forget) -> np.ndarray:
         return joinids.astype(str)
     obs = experiment.obs.read(coords=(joinids,), column_names=["soma_joinid", column])
     return obs.concat().to_pandas()[column].astype(str).to_numpy()
-
-
-def _preview(values, k: int = 5) -> str:
-    values = list(values)
-    shown = ", ".join(str(v) for v in values[:k])
-    return shown + (f", ... ({len(values)} in total)" if len(values) > k else "")
 
 
 def check_streamed_model(task: StreamTask, model, **check_kwargs) -> dict[str, Any]:
