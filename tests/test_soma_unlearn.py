@@ -26,6 +26,7 @@ from scvi.dataloaders import AnnDataLoader  # noqa: E402
 
 import scvi_unlearn as su  # noqa: E402
 from scvi_unlearn._seeding import isolated_seed  # noqa: E402
+from scvi_unlearn.unlearn.core._soma_source import retain_datamodule  # noqa: E402
 
 FORGET_DONOR = "donor_3"
 QUIET = {"enable_progress_bar": False, "accelerator": "cpu"}
@@ -195,6 +196,24 @@ def test_untrained_ids_can_be_skipped(atlas):
     kw = {"ignore_untrained": True, "match_fit": False, "max_epochs": 1}
     new = _unlearn(atlas["model"], [0, 100_000], **kw)
     assert new.unlearn_record_["n_forget"] == 1
+
+
+def test_a_single_cell_last_minibatch_is_left_out(atlas):
+    """Retain training cells that leave one cell over a minibatch (513 = 4 x 128 + 1): the
+    stream stops after the full minibatches (BatchNorm cannot train on one cell)."""
+    model = atlas["model"]
+    forget = model.train_obs_joinids_[:57]  # 570 - 57 = 513 retain training cells
+    new = _unlearn(model, forget.tolist(), match_fit=False, max_epochs=1)  # used to raise
+    assert new.train_obs_joinids_.size == 513
+    with soma.Experiment.open(atlas["uri"]) as exp:
+        dm = retain_datamodule(
+            exp, model.train_recipe_["datamodule"], model.registry_,
+            new.train_obs_joinids_, new.validation_obs_joinids_, batch_size=128,
+        )  # fmt: skip
+        dm.setup()
+        loader = dm.train_dataloader()
+        sizes = [batch[0].shape[0] for batch in loader]  # (X, obs) before the transfer
+    assert len(loader) == 4 and sizes == [128] * 4
 
 
 def test_retrain_replays_the_recipe_on_the_retain_stream(atlas):

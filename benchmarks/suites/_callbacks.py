@@ -4,7 +4,8 @@
   ``data_init`` variant);
 * :class:`GroupTrace`: the mean ELBO of groups of cells after every epoch (trajectory suite);
 * :class:`AverageTrace`: the validation fit of the weights and of moving averages of them
-  within epochs (trajectory suite).
+  within epochs (trajectory suite);
+* :class:`EpochTimes`: when each training epoch ended (atlas suite).
 """
 
 from __future__ import annotations
@@ -101,3 +102,14 @@ class AverageTrace(Callback):
             row[name] = mean_elbo(module, self.stopper.manager, self.stopper.cells)
         self.rows.append(row)
         print({k: round(v, 2) for k, v in row.items()}, f"({time.perf_counter() - self.t0:.0f} s)")
+
+
+class EpochTimes(Callback):
+    """``ends``: ``time.perf_counter()`` at the end of each training epoch (its validation
+    included).  Module-level so a model whose recipe records it still pickles."""
+
+    def __init__(self):
+        self.ends: list[float] = []
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        self.ends.append(time.perf_counter())

@@ -17,6 +17,7 @@ without it.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from typing import Any
 
@@ -341,6 +342,31 @@ class RetainTileDBDataModule(TileDBDataModule):
             self.val_dataset = evolve(
                 full, query_ids=evolve(ids, obs_joinids=self.validation_joinids)
             )
+
+    def train_dataloader(self):
+        """scvi-tools' loader, without a last minibatch of a single cell when the retain
+        training cells leave one (``n % batch_size == 1``): BatchNorm cannot train on one cell
+        (scvi-tools' in-memory splitter moves such cells to validation).  An epoch then leaves
+        out one retain cell -- the last of its shuffle, as ``drop_last`` does -- and never
+        reads a forget cell."""
+        loader = super().train_dataloader()
+        batch_size = int(self.dataset_kwargs.get("batch_size", 1))
+        if batch_size > 1 and self.train_joinids.size % batch_size == 1:
+            return _FirstBatches(loader, self.train_joinids.size // batch_size)
+        return loader
+
+
+class _FirstBatches:
+    """The first ``n`` minibatches of ``loader`` (a length-aware iterable for Lightning)."""
+
+    def __init__(self, loader, n: int):
+        self.loader, self.n = loader, n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self):
+        return itertools.islice(iter(self.loader), self.n)
 
 
 def retain_datamodule(
