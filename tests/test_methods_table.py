@@ -158,38 +158,30 @@ def test_unknown_name_lists_the_available_ones():
         su.unlearn.guarantee("nope")
 
 
-DOCS = Path(__file__).parents[1] / "docs"
-#: the method guide's tables, in order: the kinds each one lists
-GUIDE_GROUPS = [("exact",), ("private",), ("approximate", "adversarial")]
+def _tables_script():
+    """``scripts/method_tables.py`` (the regenerator of the docs' method tables), imported."""
+    import importlib.util
+
+    path = Path(__file__).parents[1] / "scripts" / "method_tables.py"
+    spec = importlib.util.spec_from_file_location("method_tables", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+TABLES = _tables_script()
 
 
 def _registry_tables(page: str) -> list[tuple[list[str], str]]:
-    """Every Markdown table of ``docs/<page>`` whose header starts with ``| name |``: its
-    columns and its text."""
-    lines = (DOCS / page).read_text().splitlines()
-    tables = []
-    for i, line in enumerate(lines):
-        if line.startswith("| name |"):
-            block = []
-            for row in lines[i:]:
-                if not row.startswith("|"):
-                    break
-                block.append(row)
-            columns = [c.strip() for c in line.strip().strip("|").split("|")]
-            tables.append((columns, "\n".join(block)))
-    return tables
+    """Every method table of ``docs/<page>``: its columns and its text."""
+    lines = (TABLES.DOCS / page).read_text().splitlines()
+    return [(c, "\n".join(lines[a:b])) for c, a, b in TABLES.registry_tables(page)]
 
 
 def _generated(columns: list[str], kinds: tuple[str, ...] | None = None) -> str:
     """What ``scvi-unlearn methods --markdown --columns ...`` prints for the built-in methods
     (of ``kinds``): the text a docs table must equal."""
-    from scvi_unlearn.cli._methods import markdown
-
-    table = su.unlearn.methods()
-    table = table[table["name"].isin(BUILT_IN)]
-    if kinds is not None:
-        table = table[table["kind"].isin(kinds)]
-    return markdown(table[columns].reset_index(drop=True))
+    return TABLES.generated(columns, kinds, names=BUILT_IN)
 
 
 def test_docs_table_is_the_registry_table():
@@ -200,23 +192,21 @@ def test_docs_table_is_the_registry_table():
         ["name", "guarantee", "reference"],
     ]
     for columns, text in tables:
-        assert text == _generated(columns), (
-            f"regenerate: scvi-unlearn methods --markdown --columns {' '.join(columns)}"
-        )
+        assert text == _generated(columns), "out of date: python scripts/method_tables.py"
 
 
 def test_method_guide_is_the_registry_table():
     """docs/howto_choose_method.md: the registry's table split by kind (exact, private,
     approximate and adversarial), every built-in method once, each table as generated."""
     tables = _registry_tables("howto_choose_method.md")
-    assert len(tables) == len(GUIDE_GROUPS)
-    assert {k for group in GUIDE_GROUPS for k in group} == set(su.unlearn.KINDS)
+    assert len(tables) == len(TABLES.GUIDE_GROUPS)
+    assert {k for group in TABLES.GUIDE_GROUPS for k in group} == set(su.unlearn.KINDS)
     listed = []
-    for (columns, text), kinds in zip(tables, GUIDE_GROUPS, strict=True):
+    for (columns, text), kinds in zip(tables, TABLES.GUIDE_GROUPS, strict=True):
         assert columns == ["name", "status", "guarantee", "measured"]
         expected = _generated(columns, kinds)
         assert text == expected, (
-            f"the {'/'.join(kinds)} table is out of date; it should be:\n{expected}"
+            f"the {'/'.join(kinds)} table is out of date: python scripts/method_tables.py"
         )
         listed += [line.split(" | ")[0].strip("| `") for line in text.splitlines()[2:]]
     assert sorted(listed) == sorted(BUILT_IN)

@@ -183,7 +183,11 @@ class ExtragradientPlan(CriticPlan):
         "(Korpelevich 1976; Gidel et al. 2019, ICLR)"
     ),
     status="research baseline",
-    measured="0/3 CD56+ NK, 0/3 CD34+, 0/3 CD14+ Monocyte; 0.14-0.18x (docs/reproduction.md)",
+    measured=(
+        "3/54: pbmc68k's six forget sets x originals of 60 / 200 / 400 epochs x 3 seeds (3 / "
+        "0 / 0 of 18); equivalent 7, remembers 37, over-forgets 7; median 0.29x a retrain "
+        "(benchmarks/RESULTS.md, approximate_matrix)"
+    ),
     benchmark=True,
 )
 def extragradient(

@@ -80,7 +80,11 @@ class ContrastivePlan(UnlearningTrainingPlan):
     guarantee="none: a copy of the original whose forget posteriors are pulled toward the prior",
     reference="contrastive unlearning (Lee et al. 2024, arXiv:2401.10458), VAE version",
     status="research baseline",
-    measured="0/3 CD56+ NK, 0/3 CD34+, 0/3 CD14+ Monocyte; 0.04-0.05x (docs/reproduction.md)",
+    measured=(
+        "0/54: pbmc68k's six forget sets x originals of 60 / 200 / 400 epochs x 3 seeds (0 / "
+        "0 / 0 of 18); equivalent 9, remembers 6, over-forgets 29; median 0.04x a retrain "
+        "(benchmarks/RESULTS.md, approximate_matrix)"
+    ),
     benchmark=True,
 )
 def contrastive(

@@ -152,8 +152,9 @@ class DistillPlan(UnlearningTrainingPlan):
     ),
     status="research baseline",
     measured=(
-        "3/3 CD56+ NK, 3/3 CD14+ Monocyte (the sets its defaults were chosen on), 3/9 on "
-        "three other sets; 0.15-0.17x (docs/fast_unlearning.md, distill)"
+        "27/54: pbmc68k's six forget sets x originals of 60 / 200 / 400 epochs x 3 seeds (0 / "
+        "15 / 12 of 18); equivalent 30, remembers 18, over-forgets 2; median 0.17x a retrain "
+        "(benchmarks/RESULTS.md, approximate_matrix)"
     ),
 )
 def distill(

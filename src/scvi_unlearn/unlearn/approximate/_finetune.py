@@ -22,7 +22,11 @@ class RetainTrainingPlan(UnlearningTrainingPlan):
     guarantee="none: fine-tunes a copy of the original on the retain cells",
     reference="Finetune baseline (Warnecke et al. 2023, NDSS; Kurmanji et al. 2023, NeurIPS)",
     status="research baseline",
-    measured="0/3 CD56+ NK, 0/3 CD34+, 0/3 CD14+ Monocyte; 0.10-0.12x (docs/reproduction.md)",
+    measured=(
+        "0/54: pbmc68k's six forget sets x originals of 60 / 200 / 400 epochs x 3 seeds (0 / "
+        "0 / 0 of 18); equivalent 3, remembers 47, over-forgets 0; median 0.11x a retrain "
+        "(benchmarks/RESULTS.md, approximate_matrix)"
+    ),
     benchmark=True,
 )
 def finetune(

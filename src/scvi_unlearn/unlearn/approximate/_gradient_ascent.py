@@ -62,7 +62,11 @@ class NegGradPlusPlan(UnlearningTrainingPlan):
     guarantee="none: bounded gradient ascent on the forget cells from a copy of the original",
     reference="NegGrad+ (Kurmanji et al. 2023, Towards Unbounded Machine Unlearning, NeurIPS)",
     status="research baseline",
-    measured="0/3 CD56+ NK, 0/3 CD34+, 0/3 CD14+ Monocyte; 0.07-0.10x (docs/reproduction.md)",
+    measured=(
+        "2/54: pbmc68k's six forget sets x originals of 60 / 200 / 400 epochs x 3 seeds (0 / "
+        "2 / 0 of 18); equivalent 8, remembers 7, over-forgets 35; median 0.09x a retrain "
+        "(benchmarks/RESULTS.md, approximate_matrix)"
+    ),
     benchmark=True,
 )
 def gradient_ascent(

@@ -85,8 +85,9 @@ class LangevinPlan(RetainTrainingPlan):
     ),
     status="research baseline",
     measured=(
-        "1/3 CD56+ NK, 1/3 CD14+ Monocyte (the sets its defaults were chosen on), 0/9 on "
-        "three other sets; 0.16-0.20x (docs/fast_unlearning.md, langevin)"
+        "2/54: pbmc68k's six forget sets x originals of 60 / 200 / 400 epochs x 3 seeds (1 / "
+        "1 / 0 of 18); equivalent 18, remembers 24, over-forgets 6; median 0.24x a retrain "
+        "(benchmarks/RESULTS.md, approximate_matrix)"
     ),
 )
 def langevin(

@@ -104,7 +104,11 @@ def _check_fraction(fraction: float) -> None:
         "SalUn (Fan et al. 2024, ICLR)"
     ),
     status="research baseline",
-    measured="3/3 CD56+ NK, 0/3 CD34+, 2/3 CD14+ Monocyte; 0.11-0.12x (docs/reproduction.md)",
+    measured=(
+        "17/54: pbmc68k's six forget sets x originals of 60 / 200 / 400 epochs x 3 seeds (0 / "
+        "9 / 8 of 18); equivalent 19, remembers 25, over-forgets 2; median 0.11x a retrain "
+        "(benchmarks/RESULTS.md, approximate_matrix)"
+    ),
     benchmark=True,
 )
 def reinit_finetune(

@@ -19,7 +19,11 @@ from scvi_unlearn.unlearn.exact._fast_retrain import check_fast_schedule, fast_e
         "Rewind-to-Delete (Mu & Klabjan 2025, NeurIPS, arXiv:2409.09778), without its final noise"
     ),
     status="research baseline",
-    measured="2/3 CD56+ NK, 0/3 CD34+, 0/3 CD14+ Monocyte; 0.06-0.08x (docs/reproduction.md)",
+    measured=(
+        "9/54: pbmc68k's six forget sets x originals of 60 / 200 / 400 epochs x 3 seeds (2 / "
+        "6 / 1 of 18); equivalent 17, remembers 20, over-forgets 1; median 0.08x a retrain "
+        "(benchmarks/RESULTS.md, approximate_matrix)"
+    ),
     benchmark=True,
 )
 def rewind(

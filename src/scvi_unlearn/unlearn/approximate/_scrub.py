@@ -92,7 +92,11 @@ class ScrubPlan(UnlearningTrainingPlan):
     guarantee="none: a copy of the original pushed away from itself on the forget cells",
     reference="SCRUB (Kurmanji et al. 2023, Towards Unbounded Machine Unlearning, NeurIPS)",
     status="research baseline",
-    measured="1/3 CD56+ NK, 1/3 CD34+, 0/3 CD14+ Monocyte; 0.08x (docs/reproduction.md)",
+    measured=(
+        "5/54: pbmc68k's six forget sets x originals of 60 / 200 / 400 epochs x 3 seeds (1 / "
+        "3 / 1 of 18); equivalent 9, remembers 22, over-forgets 11; median 0.08x a retrain "
+        "(benchmarks/RESULTS.md, approximate_matrix)"
+    ),
     benchmark=True,
 )
 def scrub(
