@@ -142,21 +142,23 @@ class UnlearningMixin:
         >>> new = model.unlearn(forget, method="retrain")
         >>> new.unlearn_record_["n_forget"]
         """
+        from scvi_unlearn._quiet import internal_fit
         from scvi_unlearn.unlearn.core._engine import run_unlearning
 
-        return run_unlearning(
-            self,
-            adata_forget,
-            method,
-            seed=seed,
-            ignore_untrained=ignore_untrained,
-            retain_tolerance=retain_tolerance,
-            on_degradation=on_degradation,
-            check_cells=check_cells,
-            retain_confidence=retain_confidence,
-            datamodule=datamodule,
-            **method_kwargs,
-        )
+        with internal_fit():  # the request's fits are internal: no per-fit Lightning notes
+            return run_unlearning(
+                self,
+                adata_forget,
+                method,
+                seed=seed,
+                ignore_untrained=ignore_untrained,
+                retain_tolerance=retain_tolerance,
+                on_degradation=on_degradation,
+                check_cells=check_cells,
+                retain_confidence=retain_confidence,
+                datamodule=datamodule,
+                **method_kwargs,
+            )
 
     def deletion_certificate(self, verdict=None) -> dict[str, Any]:
         """A JSON-serialisable certificate of the deletion that produced this model.
