@@ -15,7 +15,7 @@ if [ ! -x "$VENV/bin/python" ]; then
   exec bash scripts/run.sh docs "$@"
 fi
 if ! "$VENV/bin/python" -c "import sphinx, myst_nb, sphinx_book_theme, sphinxcontrib.bibtex, \
-sphinx_copybutton, sphinx_autodoc_typehints, ipykernel, jupytext" 2>/dev/null; then
+sphinx_copybutton, sphinx_autodoc_typehints, ipykernel, jupytext, ipywidgets" 2>/dev/null; then
   # torch is already installed (CPU build): the docs extra does not pull another one
   "$VENV/bin/python" -m pip install -q -e ".[docs]"
 fi
