@@ -125,7 +125,7 @@ class EquivalenceReport:
         sign) and the membership contrast does not reject: the candidate fits the whole type
         differently from the references (e.g. a better or worse recipe), which the forget
         cells' mean z alone reads as remembering or over-forgetting.  Measured: the exact
-        ``fast_retrain`` on 5,000 simulated cells (docs/fast_unlearning.md)."""
+        ``fast_retrain`` on 5,000 simulated cells (docs/results_fast_retrain.md)."""
         if self.decision not in ("remembers", "over-forgets"):
             return False
         same, contrast = self.shift_tests.get("same_type"), self.membership_test

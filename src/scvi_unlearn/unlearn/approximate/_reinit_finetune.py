@@ -197,7 +197,7 @@ def reinit_finetune(
     entries), followed by the fine-tuning's per-step losses.
 
     Defaults (measured) with ``python -m benchmarks run verdict --config reinit`` (table in
-    ``docs/fast_unlearning.md``, "Partial re-initialisation"): pbmc68k,
+    ``docs/results_fast_retrain.md``, "Partial re-initialisation"): pbmc68k,
     the 200-epoch original of ``docs/reproduction.md``, forget = the 22 "CD56+ NK" and the 90
     "CD14+ Monocyte" members, seeds 0-2, 24 settings, each run judged by the per-cell
     equivalence test against 5 default-recipe retrains.  The defaults (``fraction=0.05``,

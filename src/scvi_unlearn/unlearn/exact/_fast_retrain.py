@@ -240,7 +240,7 @@ def fast_retrain(
     Notes
     -----
     **Why stop at the original's fit** (``python -m benchmarks run verdict --config fit_match``,
-    ``--config scale_fit_match``, commands and tables in docs/fast_unlearning.md "Fit-matched
+    ``--config scale_fit_match``, commands and tables in docs/results_fast_retrain.md "Fit-matched
     stopping").  The retrains a forget cell is judged against replay the original's recipe, which
     over-fits its training cells: on 5,000 simulated cells its held-out ELBO is 36 nats below its
     training ELBO, while 60 fast epochs leave a gap of 9 and fit unseen cells -- forget cells among
@@ -262,7 +262,7 @@ def fast_retrain(
     cells 1/3 (the full budget: 3/3 each).
 
     The schedule (``python -m benchmarks run verdict --config fast_retrain``, table in
-    ``docs/fast_unlearning.md``; before fit matching): pbmc68k, the 200-epoch model of
+    ``docs/results_fast_retrain.md``; before fit matching): pbmc68k, the 200-epoch model of
     ``docs/reproduction.md``, seeds 0-2 per schedule, judged by the per-cell equivalence test
     against 5 default-recipe retrains.  ``0.15 x 200 = 30`` epochs at lr 1.2e-2, constant:
     equivalent on CD56+ NK (22 cells), CD14+ Monocyte (90) and a random set of 50 in all 9 runs
