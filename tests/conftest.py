@@ -5,12 +5,25 @@ Tests that need to change a model or an AnnData must copy it first; fixtures are
 
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
+
 import pytest
 import torch
 
 # The test models are tiny: one intra-op thread is as fast on 2 cores and far faster when the
 # machine is shared (OpenMP spin-waiting across oversubscribed cores costs 10-25x).
 torch.set_num_threads(1)
+
+
+def load_script(name: str):
+    """``scripts/<name>.py`` of the repository (not a package), imported as a module."""
+    path = Path(__file__).parents[1] / "scripts" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
 
 #: rare cell type used as the structured forget set in tests (31 cells in pbmc68k_reduced)
 FORGET_LABEL = "CD56+ NK"

@@ -3,19 +3,14 @@ links and anchors, and leaves external links and sound ones alone."""
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
+
+from conftest import load_script
 
 
 @pytest.fixture(scope="module")
 def check_site():
-    path = Path(__file__).parents[1] / "scripts" / "check_site.py"
-    spec = importlib.util.spec_from_file_location("check_site", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("check_site")
 
 
 def test_broken_links_and_anchors_are_found(check_site, tmp_path):

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 import scvi_unlearn as su
+from conftest import load_script
 from scvi_unlearn.benchmark._arguments import all_methods, original_train_kwargs, resolve_arguments
 
 #: built-in method -> (kind, exact, private)
@@ -158,18 +157,8 @@ def test_unknown_name_lists_the_available_ones():
         su.unlearn.guarantee("nope")
 
 
-def _tables_script():
-    """``scripts/method_tables.py`` (the regenerator of the docs' method tables), imported."""
-    import importlib.util
-
-    path = Path(__file__).parents[1] / "scripts" / "method_tables.py"
-    spec = importlib.util.spec_from_file_location("method_tables", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-TABLES = _tables_script()
+#: scripts/method_tables.py, the regenerator of the docs' method tables
+TABLES = load_script("method_tables")
 
 
 def _registry_tables(page: str) -> list[tuple[list[str], str]]:

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
+from scvi_unlearn.unlearn.core._forget_cells import forget_values
 from scvi_unlearn.unlearn.core._guarantees import guarantee
 from scvi_unlearn.unlearn.core._record import (
     counts_sha256,
@@ -132,16 +133,7 @@ def issue_certificate(model, verdict=None) -> dict[str, Any]:
 
 
 def _forget_names(forget) -> np.ndarray:
-    if isinstance(forget, AnnData):
-        return np.asarray(forget.obs_names, dtype=str)
-    if isinstance(forget, str | bytes):
-        raise TypeError("forget must be an AnnData or a sequence of obs_names, not one string.")
-    try:
-        names = np.asarray(list(forget), dtype=object)
-    except TypeError:
-        raise TypeError(
-            f"forget must be an AnnData or a sequence of obs_names, got {type(forget).__name__}."
-        ) from None
+    names = forget_values(forget, "an AnnData or a sequence of obs_names")
     if not all(isinstance(n, str) for n in names):
         raise TypeError("forget must contain obs_names (strings).")
     return names.astype(str)

@@ -4,6 +4,7 @@ model trained on, and how cells are named in an error."""
 from __future__ import annotations
 
 import numpy as np
+from anndata import AnnData
 
 
 def preview(values, k: int = 5, *, quote: bool = True) -> str:
@@ -35,3 +36,16 @@ def keep_trained(
             "None of the cells to forget were used to train this model: nothing to unlearn."
         )
     return forget
+
+
+def forget_values(forget, expected: str) -> np.ndarray:
+    """The cells of ``forget`` (an AnnData's ``obs_names``, or any sequence) as an object array;
+    a ``TypeError`` saying ``forget must be <expected>`` for one string or a non-sequence."""
+    if isinstance(forget, AnnData):
+        forget = forget.obs_names
+    if isinstance(forget, str | bytes):
+        raise TypeError(f"forget must be {expected}, not one string.")
+    try:
+        return np.asarray(list(forget), dtype=object)
+    except TypeError:
+        raise TypeError(f"forget must be {expected}, got {type(forget).__name__}.") from None

@@ -27,7 +27,7 @@ import scipy.sparse as sp
 from anndata import AnnData
 from scvi.dataloaders import TileDBDataModule
 
-from scvi_unlearn.unlearn.core._forget_cells import preview
+from scvi_unlearn.unlearn.core._forget_cells import forget_values, preview
 
 #: ``obs`` column of cell names looked up first (tiledbsoma.io.from_anndata's default, and what
 #: :func:`scvi_unlearn.data.simulate_to_soma` writes)
@@ -174,16 +174,7 @@ def resolve_forget(experiment, description: dict[str, Any], forget) -> tuple[np.
     ValueError
         For an empty forget set, negative joinids, or ids not in the store (named).
     """
-    if isinstance(forget, str | bytes):
-        raise TypeError("forget must be a sequence of soma_joinids or obs ids, not one string.")
-    if isinstance(forget, AnnData):
-        forget = forget.obs_names
-    try:
-        values = np.asarray(list(forget), dtype=object)
-    except TypeError:
-        raise TypeError(
-            f"forget must be a sequence of soma_joinids or obs ids, got {type(forget).__name__}."
-        ) from None
+    values = forget_values(forget, "a sequence of soma_joinids or obs ids")
     if values.size == 0:
         raise ValueError("The forget set is empty: nothing to unlearn.")
     is_int = np.fromiter(
