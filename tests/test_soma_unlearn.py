@@ -26,6 +26,7 @@ from scvi.dataloaders import AnnDataLoader  # noqa: E402
 
 import scvi_unlearn as su  # noqa: E402
 from scvi_unlearn._seeding import isolated_seed  # noqa: E402
+from scvi_unlearn.unlearn.core import _soma_source  # noqa: E402
 from scvi_unlearn.unlearn.core._soma_source import retain_datamodule  # noqa: E402
 
 FORGET_DONOR = "donor_3"
@@ -214,6 +215,19 @@ def test_a_single_cell_last_minibatch_is_left_out(atlas):
         loader = dm.train_dataloader()
         sizes = [batch[0].shape[0] for batch in loader]  # (X, obs) before the transfer
     assert len(loader) == 4 and sizes == [128] * 4
+
+
+def test_read_cells_reads_a_few_hundred_cells_at_a_time(atlas, monkeypatch):
+    """The scored cells are read in slices (one read of 2,048 cells scattered over a 1M-cell
+    store peaked at 4 GB): the same matrix whatever the slice."""
+    model = atlas["model"]
+    source, cells = model.train_recipe_["datamodule"], model.train_obs_joinids_[::9]
+    with soma.Experiment.open(atlas["uri"]) as exp:
+        whole = _soma_source.read_cells(exp, source, model.registry_, cells)
+        monkeypatch.setattr(_soma_source, "READ_CELLS", 7)
+        sliced = _soma_source.read_cells(exp, source, model.registry_, cells)
+    assert whole.n_obs == cells.size > 7 and (whole.X != sliced.X).nnz == 0
+    assert whole.X.nnz > 0 and whole.obs.equals(sliced.obs)
 
 
 def test_retrain_replays_the_recipe_on_the_retain_stream(atlas):

@@ -57,6 +57,11 @@ class AtlasParams(Common):
     io_batch_size
         Cells a read buffer of ``tiledbsoma_ml`` (sets the stream's memory; the unlearning's
         retain stream inherits it from the recorded datamodule).
+    unlearn_io_batch_size
+        ``io_batch_size`` of the unlearning's retain stream; ``0``: the original's (recorded).
+        Otherwise the loaded model's recorded ``dataset_kwargs`` are patched before
+        ``unlearn()``: the read buffer sets memory, not which cells are read
+        (``fast_retrain`` shuffles with its own seed anyway).
     train_size
         Fraction of the cells the original trains on (the rest: its validation cells).
     seed
@@ -70,6 +75,7 @@ class AtlasParams(Common):
     original_epochs: int = 0
     batch_size: int = 128
     io_batch_size: int = 65_536
+    unlearn_io_batch_size: int = 0
     train_size: float = 0.95
     seed: int = 0
     cache: str = "/tmp/atlas_cache"
@@ -136,14 +142,20 @@ def _unlearn(folder: Path, a: dict) -> dict:
     forget = su.data.forget_donor(uri, donor, members_only=False, ids="soma_joinid")
     scvi.settings.seed = 0
     model = su.SCVI.load(str(folder / "model"))
+    if a.get("unlearn_io_batch_size"):
+        model.train_recipe_["datamodule"]["dataset_kwargs"]["io_batch_size"] = a[
+            "unlearn_io_batch_size"
+        ]
+    io = model.train_recipe_["datamodule"]["dataset_kwargs"].get("io_batch_size")
     loaded = reset_peak()
     t0 = time.perf_counter()
     new = model.unlearn(forget, seed=0, enable_progress_bar=False, accelerator="cpu")
     seconds = time.perf_counter() - t0
     record = new.unlearn_record_
-    return {
+    result = {
         "donor": donor,
         "donor_cells": int(forget.size),
+        "io_batch_size": io,
         "seconds": seconds,
         "method": record["method"],
         "method_s": record.get("method_time_s"),
@@ -152,7 +164,11 @@ def _unlearn(folder: Path, a: dict) -> dict:
         "loaded_mb": loaded,
         "peak_mb": peak_mb(),
         "max_rss_mb": rss_mb(),
+        "wall_time_s": record.get("wall_time_s"),
+        "log": record.get("log"),
     }
+    (folder / f"unlearn_io{io}.json").write_text(json.dumps(result, indent=1, default=_json))
+    return result
 
 
 def _json(value):
@@ -187,6 +203,7 @@ def _size(p: AtlasParams, n: int) -> dict:
     name = f"original_e{epochs}_b{p.batch_size}_io{p.io_batch_size}_t{p.train_size}"
     args |= {"epochs": epochs, "batch_size": p.batch_size, "io_batch_size": p.io_batch_size}
     args |= {"train_size": p.train_size, "min_donor_cells": p.min_donor_cells}
+    args["unlearn_io_batch_size"] = p.unlearn_io_batch_size
     original = _cached(data / name / "original.json", "train", data / name, args, p.threads)
     r = run_child("benchmarks.suites.atlas", "unlearn", data / name, json.dumps(args), p.threads)
     train_s, checks, budget = original["train_s"], r["checks"], r["budget"]
@@ -200,7 +217,9 @@ def _size(p: AtlasParams, n: int) -> dict:
         "s / epoch": round(train_s / epochs, 1),
         "original peak (MB)": round(original["peak_mb"]),
         "donor cells": r["donor_cells"],
+        "unlearn io_batch_size": r["io_batch_size"],
         "unlearn (s)": round(r["seconds"], 1),
+        "of which training (s)": round(r["method_s"], 1),
         "unlearn / original training": round(r["seconds"] / train_s, 4),
     }
     if epochs < heuristic:
