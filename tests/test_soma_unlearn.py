@@ -230,6 +230,27 @@ def test_read_cells_reads_a_few_hundred_cells_at_a_time(atlas, monkeypatch):
     assert whole.X.nnz > 0 and whole.obs.equals(sliced.obs)
 
 
+def test_fast_retrain_reads_at_most_retain_io_cells_a_read(atlas, monkeypatch):
+    """A fast retrain's retain stream buffers at most RETAIN_IO_CELLS cells a read (the
+    original's io_batch_size when smaller); a replaying retrain keeps the original's."""
+    from scvi_unlearn.unlearn.core import _stream
+
+    made = []
+
+    def spy(*args, **kwargs):
+        made.append(kwargs)
+        return retain_datamodule(*args, **kwargs)
+
+    monkeypatch.setattr(_stream, "retain_datamodule", spy)
+    monkeypatch.setattr(_stream, "RETAIN_IO_CELLS", 64)
+    model = atlas["model"]
+    recorded = model.train_recipe_["datamodule"]["dataset_kwargs"].get("io_batch_size")
+    _unlearn(model, atlas["forget"], match_fit=False, max_epochs=1)
+    assert made[-1]["io_batch_size"] == 64
+    _unlearn(model, atlas["forget"], method="retrain", max_epochs=1)
+    assert "io_batch_size" not in made[-1] and recorded != 64
+
+
 def test_retrain_replays_the_recipe_on_the_retain_stream(atlas):
     model = atlas["model"]
     new = _unlearn(model, atlas["forget"], method="retrain", max_epochs=2)

@@ -46,6 +46,12 @@ from scvi_unlearn.unlearn.core._task import UnlearningTask
 
 #: the methods that run on a retain stream (they train a fresh model on the retain cells only)
 STREAM_METHODS = ("fast_retrain", "retrain")
+#: most cells a read of a fast retrain's retain stream buffers (tiledbsoma-ml's
+#: ``io_batch_size``, 65,536 by default, is kept when smaller): fit matching stops after a few
+#: hundred steps, so a larger buffer only costs memory.  Measured on 1M simulated cells x 2,000
+#: genes (``python -m benchmarks run atlas --config atlas_1m --set original_epochs=2``,
+#: benchmarks/RESULTS.md): peak 4.8 GB with 65,536, 2.4 GB with 16,384, 42 s and 41 s.
+RETAIN_IO_CELLS = 16_384
 
 #: the recorded source's entries that locate the retain counts (in the certificate)
 _STORE_KEYS = ("uri", "measurement_name", "layer_name", "tiledb_timestamp_ms")
@@ -142,7 +148,8 @@ class StreamTask(UnlearningTask):
         """``{"datamodule": ...}``: the user's retain datamodule, or the recorded store's retain
         cells in their original roles (a
         :class:`~scvi_unlearn.unlearn.core._soma_source.RetainTileDBDataModule`) with
-        ``batch_size`` cells a minibatch, shuffled with the request's seed -- or, with
+        ``batch_size`` cells a minibatch, shuffled with the request's seed, at most
+        :data:`RETAIN_IO_CELLS` cells a read -- or, with
         ``replay``, the original stream's batch size, shuffling and shuffle seed (the request's
         seed when none was recorded).  ``datasplitter_kwargs`` are not used (a datamodule
         splits its own cells)."""
@@ -152,7 +159,9 @@ class StreamTask(UnlearningTask):
         if replay:
             kwargs = {"seed": self.seed if recorded.get("seed") is None else recorded["seed"]}
         else:
+            io_cells = min(int(recorded.get("io_batch_size") or RETAIN_IO_CELLS), RETAIN_IO_CELLS)
             kwargs = {"batch_size": int(batch_size), "shuffle": True, "seed": self.seed}
+            kwargs["io_batch_size"] = io_cells
         dm = retain_datamodule(
             self.experiment,
             self.description,
