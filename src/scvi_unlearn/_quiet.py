@@ -1,7 +1,8 @@
 """Quiet internal fits: Lightning's per-fit notes, for trainings the user did not call.
 
-``model.unlearn()`` and the reference retrains of an audit each run one or more Lightning fits
-inside a single call; each fit would print Lightning's notes (the accelerators found, a tip,
+``model.unlearn()``, the reference retrains of an audit, and the originals that
+``su.benchmark.run`` and the toy simulations train each run one or more Lightning fits inside a
+single call; each fit would print Lightning's notes (the accelerators found, a tip,
 "``Trainer.fit`` stopped", a logging interval longer than a short epoch, a deprecation inside
 Lightning itself) as if the user had started it.  :func:`internal_fit` silences exactly those
 notes for the duration of the call and restores the logging levels and warning filters after;

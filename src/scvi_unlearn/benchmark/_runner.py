@@ -36,13 +36,14 @@ def train_original(
     never given to the model.  Defaults: ``n_latent=10``, 200 epochs, no progress bar.
     """
     import scvi_unlearn as su
+    from scvi_unlearn._quiet import internal_fit
     from scvi_unlearn._seeding import isolated_seed
 
     members = adata[(adata.obs[su.data.SPLIT_KEY] == su.data.TRAIN).to_numpy()].copy()
     su.SCVI.setup_anndata(members, layer=layer, labels_key=label_key)
     kwargs = {"n_latent": 10, **(model_kwargs or {})}
     tkw = {"max_epochs": 200, "enable_progress_bar": False, **(train_kwargs or {})}
-    with isolated_seed(seed):
+    with isolated_seed(seed), internal_fit():
         model = su.SCVI(members, **kwargs)
         model.train(**tkw)
     return model

@@ -34,10 +34,11 @@ _COLUMNS = [
 
 def _train_original(adata_train, seed: int, model_kwargs: dict, train_kwargs: dict):
     import scvi_unlearn as su
+    from scvi_unlearn._quiet import internal_fit
     from scvi_unlearn._seeding import isolated_seed
 
     su.SCVI.setup_anndata(adata_train, layer="counts")
-    with isolated_seed(seed):
+    with isolated_seed(seed), internal_fit():
         model = su.SCVI(adata_train, gene_likelihood="normal", **model_kwargs)
         model.train(**train_kwargs)
     return model
