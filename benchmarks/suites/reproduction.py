@@ -6,8 +6,8 @@ held-out ELBO, the per-cell equivalence (mean z and decisions), the same-type he
 time / retrain and the passes per attack (overall: membership, equivalence and both utility
 checks).
 
-With ``reruns`` (folder-name suffixes), the rows of the methods of a rerun (e.g.
-``docs/reproduction/CD56NK_extragradient``, a run of the same command with ``--methods
+With ``reruns`` (folder-name suffixes), the rows of the methods of a rerun (e.g. a folder
+``CD56NK_extragradient`` next to ``CD56NK``, a run of the same command with ``--methods
 extragradient``) replace the first run's rows for those methods (or are added, for a method the
 first run did not have); several suffixes apply in turn.  This is valid because every run is
 seeded: the original, the retrain references and the cost-matched retrains of both runs are

@@ -27,7 +27,7 @@ _NOT_ARGUMENTS = (
     reference="retrain from scratch (Bourtoule et al. 2021, Machine Unlearning, IEEE S&P)",
     status="recommended",
     measured=(
-        "the references: 5/5 CD56+ NK, 5/5 CD34+, 4/5 CD14+ Monocyte (each against the "
+        "the references: 5/5 CD56+ NK, 5/5 CD34+, 5/5 CD14+ Monocyte (each against the "
         "other four); 1.00x (docs/reproduction.md)"
     ),
     benchmark=False,

@@ -77,8 +77,9 @@ def _layer_norm_model(task):
     ),
     status="recommended",
     measured=(
-        "0/3 CD56+ NK, 0/3 CD34+, 0/3 CD14+ Monocyte (over-forgets: the utility cost of "
-        "epsilon 8); 0.74-0.79x (docs/reproduction.md)"
+        "0/3 CD56+ NK, 0/3 CD34+, 0/3 CD14+ Monocyte (fails the utility checks: the cost of "
+        "epsilon 8 on 469 retain cells); 0.75-0.82x (0.95x on a loaded run; "
+        "docs/reproduction.md)"
     ),
     benchmark=True,
 )
