@@ -2,7 +2,9 @@
 
 Every Markdown table whose header starts with ``| name |`` in ``docs/unlearning.md`` (the whole
 registry) and ``docs/howto_choose_method.md`` (one table per group of kinds, :data:`GUIDE_GROUPS`)
-is replaced by what ``scvi-unlearn methods --markdown --columns <its columns>`` prints::
+is replaced by what ``scvi-unlearn methods --markdown --columns <its columns>`` prints, and the
+``- **Measured**:`` line under each method's heading in ``docs/unlearning.md`` by the method's
+``measured`` text (:func:`measured_lines`)::
 
     python scripts/method_tables.py          # rewrite the tables
     python scripts/method_tables.py --check  # exit 1 if one is out of date
@@ -51,6 +53,45 @@ def generated(columns: list[str], kinds=None, names=None) -> str:
     return markdown(table[columns].reset_index(drop=True))
 
 
+#: the line of a method's subsection that quotes its registry ``measured`` text
+MEASURED = "- **Measured**: "
+
+
+def measured_lines(page: str = "unlearning.md") -> dict[str, tuple[int, str]]:
+    """Method name -> (line number, text) of the ``- **Measured**:`` line under each
+    ``#### `name``` heading of ``docs/<page>``."""
+    lines = (DOCS / page).read_text().splitlines()
+    found, name = {}, None
+    for i, line in enumerate(lines):
+        if line.startswith("#### `"):
+            name = line.split("`")[1]
+        elif name is not None and line.startswith(MEASURED):
+            found[name] = (i, line[len(MEASURED) :])
+            name = None
+    return found
+
+
+def expected_measured(name: str) -> str:
+    """The ``- **Measured**:`` text of ``name`` (before the line's closing full stop): its
+    registry ``measured`` text, or ``not measured`` when empty."""
+    import scvi_unlearn as su
+
+    measured = su.unlearn.guarantee(name)["measured"]
+    return measured if measured else "not measured"
+
+
+def rewrite_measured(page: str = "unlearning.md") -> bool:
+    """Set every ``- **Measured**:`` line of ``page`` from the registry; whether it changed."""
+    path = DOCS / page
+    lines = path.read_text().splitlines()
+    for name, (i, _) in measured_lines(page).items():
+        lines[i] = MEASURED + expected_measured(name) + "."
+    text = "\n".join(lines) + "\n"
+    changed = text != path.read_text()
+    path.write_text(text)
+    return changed
+
+
 def rewrite(page: str, groups) -> bool:
     """Regenerate the tables of ``page``; whether it changed."""
     path = DOCS / page
@@ -72,7 +113,9 @@ def main(argv: list[str]) -> int:
     stale = []
     for page, groups in PAGES.items():
         before = (DOCS / page).read_text()
-        if rewrite(page, groups):
+        changed = rewrite(page, groups)
+        changed = (page == "unlearning.md" and rewrite_measured(page)) or changed
+        if changed:
             stale.append(page)
             if check:
                 (DOCS / page).write_text(before)

@@ -227,3 +227,14 @@ def test_cli_help_lists_the_registered_methods():
     help_text = " ".join(help_text.split())
     for name in su.unlearn.METHODS:
         assert name in help_text
+
+
+def test_each_methods_section_quotes_its_measured_verdict():
+    """docs/unlearning.md: every built-in method's subsection has a Measured line, and it is the
+    registry's ``measured`` text (``python scripts/method_tables.py`` rewrites it)."""
+    found = TABLES.measured_lines("unlearning.md")
+    assert set(found) == set(BUILT_IN)
+    for name, (_, text) in found.items():
+        assert text == TABLES.expected_measured(name) + ".", (
+            f"{name}: out of date: python scripts/method_tables.py"
+        )
