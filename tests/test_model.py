@@ -70,6 +70,33 @@ def test_recipe_and_cells_recorded(synth):
     assert set(model.trained_obs_names) == set(names)
 
 
+def test_a_callback_that_cannot_be_pickled_is_not_recorded(synth, tmp_path):
+    """A callback class defined inside a function cannot be pickled: scvi-tools' own SCVI saves
+    such a model, so ours must too. The recipe keeps a placeholder, a picklable callback is
+    kept, and a retrain replays without the placeholder and says so."""
+    from lightning.pytorch.callbacks import Callback
+
+    class Local(Callback):  # defined in a function: pickle cannot find it by name
+        pass
+
+    su.SCVI.setup_anndata(synth, batch_key="batch")
+    kept = scvi.train.SaveCheckpoint(dirpath=str(tmp_path / "ckpt"), monitor="elbo_train")
+    model = _small(synth, su.SCVI, max_epochs=2, callbacks=[Local(), kept])
+    recorded = model.train_recipe_["trainer_kwargs"]["callbacks"]
+    assert (
+        recorded[0]
+        == "<unpicklable test_a_callback_that_cannot_be_pickled_is_not_recorded.<locals>.Local>"
+    )
+    assert type(recorded[1]) is type(kept)
+    model.save(tmp_path / "model", save_anndata=True)
+    loaded = su.SCVI.load(tmp_path / "model")
+    assert loaded.train_recipe_["trainer_kwargs"]["callbacks"][0] == recorded[0]
+    forget = synth.obs_names[model.train_indices[:10]]
+    with pytest.warns(UserWarning, match="could not be saved with it"):
+        new = loaded.unlearn(forget, method="retrain", max_epochs=1, enable_progress_bar=False)
+    assert new.is_trained_
+
+
 def test_record_round_trips_and_is_robust_to_reordering(synth, tmp_path):
     su.SCVI.setup_anndata(synth, batch_key="batch")
     model = _small(synth, su.SCVI, max_epochs=1)

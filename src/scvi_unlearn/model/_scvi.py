@@ -15,6 +15,7 @@ from lightning.pytorch.callbacks import Callback
 from scvi import REGISTRY_KEYS
 
 from scvi_unlearn._counts import COUNT_LIKELIHOODS, check_counts
+from scvi_unlearn._recipe import recordable
 from scvi_unlearn.model._attack_mixin import MembershipAttackMixin
 from scvi_unlearn.model._fisher_mixin import FisherMixin
 from scvi_unlearn.model._unlearning_mixin import UnlearningMixin
@@ -289,7 +290,7 @@ use_observed_lib_size, latent_distribution, **kwargs
                 continue
             param = sig.parameters[name]
             if param.kind is inspect.Parameter.VAR_KEYWORD:
-                recipe["trainer_kwargs"] = copy.deepcopy(dict(value))
+                recipe["trainer_kwargs"] = recordable(dict(value))
             elif name in _UNRECORDABLE:
                 recipe[name] = None if value is None else f"<{type(value).__name__}>"
             else:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
+from scvi_unlearn._recipe import replayable
 from scvi_unlearn.unlearn.core._registry import register
 
 #: recipe entries that are provenance, not train() arguments
@@ -90,7 +92,17 @@ def retrain(
             "scvi_unlearn.SCVI.train; this model has none."
         )
     kwargs = {k: v for k, v in recipe.items() if k not in _NOT_ARGUMENTS}
-    kwargs.update(recipe.get("trainer_kwargs") or {})
+    recorded, dropped = replayable(recipe.get("trainer_kwargs") or {})
+    if dropped:
+        warnings.warn(
+            f"The original's training arguments {dropped} could not be saved with it (not "
+            "picklable: e.g. a callback class defined inside a function), so this retrain runs "
+            "without them; pass them again to unlearn(...) (e.g. callbacks=[...]) to replay "
+            "them.",
+            UserWarning,
+            stacklevel=3,
+        )
+    kwargs.update(recorded)
     for key, value in (
         ("max_epochs", max_epochs),
         ("accelerator", accelerator),
