@@ -157,6 +157,9 @@ use_observed_lib_size, latent_distribution, **kwargs
         :attr:`train_obs_names_` / :attr:`validation_obs_names_` hold the ``obs_names`` of the
         cells of each split.  These attributes are saved with the model and make an exact
         retrain without a set of cells possible (``model.unlearn(..., method="retrain")``).
+        A training argument that cannot be pickled (e.g. a callback class defined inside a
+        function) is recorded as ``"<unpicklable ClassName>"``, so that ``save()`` works; a
+        retrain replays without it and warns.
 
         With ``datamodule=`` (a model built without AnnData, e.g. ``SCVI()`` or
         ``SCVI(adata=None, registry=...)``), training is exactly scvi-tools', and no
