@@ -165,9 +165,13 @@ def test_forget_by_joinids_or_obs_ids_is_the_same_request(atlas):
     kw = {"match_fit": False, "max_epochs": 2}
     by_ids, by_joinids = _unlearn(model, forget, **kw), _unlearn(model, joinids, **kw)
     assert _same(_state(by_ids), _state(by_joinids))
-    # the digest is over obs ids either way: the requester verifies with the names
-    certificate = by_joinids.deletion_certificate()
-    assert su.verify_certificate(by_joinids, certificate, forget=forget)["forget_digest"]
+    # the record counts the cells forgotten and digests their obs ids either way: the
+    # requester verifies either certificate with the names
+    assert by_ids.unlearn_record_["n_forget"] == by_joinids.unlearn_record_["n_forget"]
+    assert by_joinids.unlearn_record_["n_forget"] == len(joinids)
+    for new in (by_ids, by_joinids):
+        certificate = new.deletion_certificate()
+        assert su.verify_certificate(new, certificate, forget=forget)["forget_digest"]
 
 
 @pytest.mark.parametrize(

@@ -163,9 +163,9 @@ def open_experiment(description: dict[str, Any]):
     )
 
 
-def resolve_forget(experiment, description: dict[str, Any], forget) -> tuple[np.ndarray, str]:
-    """``(joinids, kind)``: the forget cells as sorted unique ``soma_joinid``; ``kind`` is
-    ``"soma_joinid"`` (integers given) or the ``obs`` id column looked up (strings given).
+def resolve_forget(experiment, description: dict[str, Any], forget) -> np.ndarray:
+    """The forget cells as sorted unique ``soma_joinid``: given as integers, or as ``obs`` ids
+    (strings) looked up in the recorded ``obs_id_column``.
 
     Raises
     ------
@@ -185,7 +185,7 @@ def resolve_forget(experiment, description: dict[str, Any], forget) -> tuple[np.
         joinids = np.unique(values.astype(np.int64))
         if joinids[0] < 0:
             raise ValueError(f"soma_joinids are >= 0; got {joinids[0]}.")
-        return joinids, "soma_joinid"
+        return joinids
     if not is_str.all():
         bad = values[~(is_int | is_str)][:1]
         what = f"{type(bad[0]).__name__} {bad[0]!r}" if bad.size else "integers and strings"
@@ -207,7 +207,7 @@ def resolve_forget(experiment, description: dict[str, Any], forget) -> tuple[np.
             f"{missing.size} of the {names.size} forget ids are not in the store's "
             f"obs[{column!r}]: {preview(missing)}."
         )
-    return np.unique(found["soma_joinid"].to_numpy(np.int64)), column
+    return np.unique(found["soma_joinid"].to_numpy(np.int64))
 
 
 def lookup_ids(experiment, column: str, names) -> pd.DataFrame:

@@ -26,7 +26,7 @@ import pandas as pd
 
 from scvi_unlearn._seeding import isolated_seed
 from scvi_unlearn.unlearn.core._budget import sample_positions
-from scvi_unlearn.unlearn.core._forget_cells import keep_trained
+from scvi_unlearn.unlearn.core._forget_cells import forget_values, keep_trained
 from scvi_unlearn.unlearn.core._guard import (
     MAX_CHECK_CELLS,
     MIN_CHECK_CELLS,
@@ -240,7 +240,7 @@ def stream_task(
         check_supported(description)
     experiment = open_experiment(description)
     try:
-        joinids, kind = resolve_forget(experiment, description, forget)
+        joinids = resolve_forget(experiment, description, forget)
         trained = trained_joinids(model)
         joinids = keep_trained(
             joinids, np.isin(joinids, trained), ignore_untrained, unknown_label="soma_joinid "
@@ -259,7 +259,7 @@ def stream_task(
         task.user_datamodule = datamodule
         if datamodule is not None:
             _check_architecture(model, datamodule)
-        names = _digest_names(experiment, description, joinids, kind, forget)
+        names = _digest_names(experiment, description, joinids)
         task.load_scored_cells()
     except BaseException:
         experiment.close()
@@ -268,9 +268,8 @@ def stream_task(
 
 
 def _user_task(model, forget, *, seed: int, datamodule) -> tuple[StreamTask, np.ndarray]:
-    if isinstance(forget, str | bytes):
-        raise TypeError("forget must be a sequence of cell ids, not one string.")
-    names = pd.unique(np.asarray([str(v) for v in forget], dtype=object)).astype(str)
+    values = forget_values(forget, "a sequence of cell ids")
+    names = pd.unique(values.astype(str))
     if names.size == 0:
         raise ValueError("The forget set is empty: nothing to unlearn.")
     _check_architecture(model, datamodule)
@@ -294,10 +293,12 @@ def _check_architecture(model, datamodule) -> None:
             )
 
 
-def _digest_names(experiment, description, joinids, kind, forget) -> np.ndarray:
+def _digest_names(experiment, description, joinids) -> np.ndarray:
+    """The identifiers of the cells being forgotten (``joinids``, those the model trained on)
+    for the record's count and salted digest: their ``obs`` ids, or their ``soma_joinid``
+    without an ``obs_id`` column -- the same whether the request named them by id or by
+    joinid."""
     column = description.get("obs_id_column")
-    if kind != "soma_joinid":
-        return pd.unique(np.asarray([str(v) for v in forget], dtype=object)).astype(str)
     if not column:
         return joinids.astype(str)
     obs = experiment.obs.read(coords=(joinids,), column_names=["soma_joinid", column])
