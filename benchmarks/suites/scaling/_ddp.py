@@ -16,6 +16,8 @@ from pathlib import Path
 import pandas as pd
 
 from benchmarks._harness import Common, experiment
+from benchmarks.suites import _settings as s
+from benchmarks.suites.verdict._grid import GridParams, load_setting
 
 # ---------------------------------------------------------------------------- DDP
 
@@ -128,3 +130,106 @@ def ddp(args: DDPParams) -> pd.DataFrame:
     for key in [*sets, "seconds"]:
         table[key] = table[key].map(lambda v: f"{v:.1f}")
     return table.replace("nan", "-")
+
+
+# ---------------------------------------------------------------------------- DDP verdict
+
+
+@dataclasses.dataclass
+class DDPVerdictParams(GridParams):
+    """Parameters of the ``ddp_verdict`` experiment: those of the verdict suite's ``grid``
+    (data, forget sets, seeds, references; its ``runs`` unused), plus
+
+    Attributes
+    ----------
+    method
+        The method run on each number of processes, with its defaults.
+    devices
+        The numbers of DDP processes (CPU) to run it on (1: no DDP).
+    """
+
+    method: str = "fast_retrain"
+    devices: list[int] = dataclasses.field(default_factory=lambda: [1, 2])
+
+
+def ddp_unlearn_worker(original: Path, forget: Path, method: str, devices: int, seed: int,
+                       out: Path) -> None:  # fmt: skip
+    """Unlearn the saved ``original`` of the cells listed in ``forget`` (JSON) on ``devices``
+    CPU processes; rank 0 saves the new model to ``out`` and its wall time to
+    ``out/wall.json``."""
+    import scvi_unlearn as su
+
+    model = su.SCVI.load(str(original))
+    names = json.loads(forget.read_text())
+    extra = {"devices": devices, "strategy": "ddp_find_unused_parameters_true"}
+    t0 = time.perf_counter()
+    new = model.unlearn(
+        names, method=method, seed=seed, accelerator="cpu", enable_progress_bar=False,
+        on_degradation="warn", **(extra if devices > 1 else {}),
+    )  # fmt: skip
+    wall = time.perf_counter() - t0
+    if int(os.environ.get("LOCAL_RANK", "0")) == 0:
+        new.save(str(out), save_anndata=True)
+        (out / "wall.json").write_text(json.dumps({"seconds": wall}))
+
+
+@experiment("ddp_verdict", DDPVerdictParams)
+def ddp_verdict(params: DDPVerdictParams) -> dict[str, pd.DataFrame]:
+    """The per-cell verdict of ``method`` on 1 and on several DDP processes, against the cached
+    default-recipe retrains, and the held-out ELBO gap of each DDP run to the one-process run of
+    the same forget set and seed.  Each run is a fresh process: ``python -m
+    benchmarks.suites.scaling ddp_unlearn ORIGINAL METHOD FORGET DEVICES SEED OUT THREADS``."""
+    import scvi_unlearn as su
+
+    _, adata, model, sets, folder = load_setting(params)
+    names = params.sets or list(sets)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        forget_file = Path(tmp) / "forget.json"
+        for set_name in names:
+            forget = sets[set_name]
+            refs = su.attack.train_references(
+                model, forget, range(params.references),
+                folder=s.reference_folder(folder, set_name),
+            )  # fmt: skip
+            cache = su.attack.ScoreCache(adata, n_draws=8, seed=0)
+            forget_file.write_text(json.dumps([str(n) for n in forget]))
+            for seed in range(params.seeds):
+                for devices in params.devices:
+                    out = Path(tmp) / f"new-{len(rows)}"
+                    cmd = [sys.executable, "-m", "benchmarks.suites.scaling", "ddp_unlearn",
+                           str(folder / "original"), params.method, str(forget_file),
+                           str(devices), str(seed), str(out), str(params.threads)]  # fmt: skip
+                    done = subprocess.run(cmd, capture_output=True, text=True)
+                    if done.returncode != 0:
+                        raise RuntimeError(f"{cmd} failed:\n{done.stderr[-3000:]}")
+                    new = su.SCVI.load(str(out))
+                    wall = json.loads((out / "wall.json").read_text())["seconds"]
+                    rep = su.attack.equivalence_test(new, refs, forget, adata=adata, cache=cache)
+                    rows.append(
+                        {"forget set": set_name, "seed": seed, "processes": devices}
+                        | s.verdict_columns(rep, wall, 1.0, new)
+                        | {
+                            "held-out ELBO": rep.utility["other_types_elbo"],
+                            "steps": new.unlearn_record_["budget"].get("steps"),
+                        }  # fmt: skip
+                    )
+                    print(rows[-1], flush=True)
+    table = pd.DataFrame(rows).rename(columns={"time / retrain": "seconds"})
+    one = table[table["processes"] == 1].set_index(["forget set", "seed"])["held-out ELBO"]
+    table["held-out vs 1 process (%)"] = [
+        100
+        * (r["held-out ELBO"] - one[(r["forget set"], r["seed"])])
+        / abs(one[(r["forget set"], r["seed"])])
+        for _, r in table.iterrows()
+    ]
+    summary = (
+        table.groupby("processes")
+        .agg(
+            passed=("passed", lambda v: f"{int(v.sum())}/{v.size}"),
+            gap_mean=("held-out vs 1 process (%)", "mean"),
+            gap_worst=("held-out vs 1 process (%)", "min"),
+        )
+        .reset_index()
+    )
+    return {"runs": table, "summary": summary}

@@ -10,6 +10,7 @@ from scvi.dataloaders import AnnDataLoader
 from torch.utils.data import BatchSampler, DataLoader, RandomSampler
 
 from scvi_unlearn.unlearn.core._budget import sample_positions
+from scvi_unlearn.unlearn.core._devices import per_process_batch
 
 #: minibatches smaller than this are dropped from the retain loader (scVI's BatchNorm needs >= 2
 #: cells, and scvi-tools' DataSplitter moves such tails out of the training set for this reason)
@@ -56,10 +57,10 @@ class RetainForgetDataModule(pl.LightningDataModule):
     Attributes
     ----------
     distributed
-        Set by :meth:`UnlearningTask.fit` under a DDP strategy: every loader then shards its
-        minibatches over the processes with scvi-tools' ``BatchDistributedSampler`` (as
-        scvi-tools' own ``DataSplitter`` does), and a retain sample is drawn once (seeded, the
-        same on every process) instead of anew every epoch.
+        Set by :meth:`share` (:meth:`UnlearningTask.fit` under a DDP strategy): every loader
+        then shards its minibatches over the processes with scvi-tools'
+        ``BatchDistributedSampler`` (as scvi-tools' own ``DataSplitter`` does), and a retain
+        sample is drawn once (seeded, the same on every process) instead of anew every epoch.
     """
 
     def __init__(
@@ -99,6 +100,16 @@ class RetainForgetDataModule(pl.LightningDataModule):
             None if retain_sample is None or retain_sample >= self.n_train else int(retain_sample)
         )
         self.drop_last = drops_last_batch(self.cells_per_epoch, self.batch_size)
+
+    def share(self, processes: int) -> None:
+        """Split every minibatch over ``processes`` DDP processes (:attr:`distributed`): each
+        takes ``batch_size // processes`` retain cells (and forget cells) a step, so that a step
+        sees the one-device minibatch and an epoch has the one-device number of steps
+        (:mod:`~scvi_unlearn.unlearn.core._devices`)."""
+        self.distributed = True
+        self.batch_size = per_process_batch(self.batch_size, processes)
+        self.forget_batch_size = max(1, self.forget_batch_size // processes)
+        self.drop_last = drops_last_batch(self.cells_per_epoch // processes, self.batch_size)
 
     @property
     def cells_per_epoch(self) -> int:

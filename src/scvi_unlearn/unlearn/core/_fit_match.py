@@ -119,7 +119,12 @@ class FitMatchStopping(Callback):
         self.trace.append(value)
         if self.tail is not None:
             self.tail_trace.append(float(scores[self.tail[0]].mean()))
-        if self.reached(value):
+        reached = self.reached(value)
+        if trainer.world_size > 1:
+            # BatchNorm statistics differ between DDP processes, so their scores may too: all
+            # stop on rank 0's decision (a process stopping alone would leave the others waiting)
+            reached = bool(trainer.strategy.broadcast(reached, src=0))
+        if reached:
             self.stopped_step = self.steps
             trainer.should_stop = True
 

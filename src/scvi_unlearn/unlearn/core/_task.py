@@ -9,11 +9,11 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 from anndata import AnnData
-from scvi.model._utils import use_distributed_sampler
 from scvi.train import TrainRunner
 
 from scvi_unlearn.unlearn.core._budget import retain_sample_size, sample_positions
 from scvi_unlearn.unlearn.core._datamodule import RetainForgetDataModule, drops_last_batch
+from scvi_unlearn.unlearn.core._devices import split_over_processes
 
 
 class UnlearningTask:
@@ -292,8 +292,12 @@ class UnlearningTask:
         if max_epochs < 1:
             raise ValueError(f"max_epochs must be >= 1, got {max_epochs}.")
         trainer_kwargs.setdefault("early_stopping", False)
-        if use_distributed_sampler(trainer_kwargs.get("strategy")):
-            datamodule.distributed = True  # shard minibatches over the processes
+        run = {"accelerator": accelerator, "devices": devices, **trainer_kwargs}
+        split_over_processes(datamodule.batch_size, run, self.budget)
+        if self.budget.get("processes", 1) > 1:
+            datamodule.share(self.budget["processes"])
+        if run.get("callbacks"):
+            trainer_kwargs["callbacks"] = run["callbacks"]
         runner = TrainRunner(
             model,
             training_plan=plan,

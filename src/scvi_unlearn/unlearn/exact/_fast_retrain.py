@@ -22,6 +22,7 @@ from torch.optim.lr_scheduler import CosineAnnealingLR
 
 from scvi_unlearn.unlearn.core._arguments import int_argument, number_argument
 from scvi_unlearn.unlearn.core._averaging import ExponentialAveraging, check_average_epochs
+from scvi_unlearn.unlearn.core._devices import split_over_processes
 from scvi_unlearn.unlearn.core._fit_match import fit_match_callback, plateau_callback
 from scvi_unlearn.unlearn.core._guard import MIN_CHECK_CELLS
 from scvi_unlearn.unlearn.core._registry import register
@@ -424,7 +425,8 @@ def train_fast(
     model keeps the original's recipe (:meth:`UnlearningTask.retain_recipe`) and its per-epoch
     losses are appended to ``task.log``.
     """
-    data = task.train_data(batch_size)
+    run = {"accelerator": accelerator, "devices": devices, **trainer_kwargs}
+    data = task.train_data(split_over_processes(batch_size, run, task.budget))
     for name, flag in (("kl_warmup", kl_warmup), ("match_fit", match_fit), ("strict", strict)):
         if not isinstance(flag, bool):
             raise ValueError(f"{name} must be True or False, got {flag!r}.")
@@ -432,7 +434,8 @@ def train_fast(
         max_average_steps = int_argument("max_average_steps", max_average_steps, 1)
     if check_steps is not None:
         check_steps = int_argument("check_steps", check_steps, 1)
-    callbacks = list(trainer_kwargs.pop("callbacks", None) or [])
+    trainer_kwargs.pop("callbacks", None)
+    callbacks = list(run.get("callbacks") or [])
     averaging = None
     if (average := check_average_epochs(average_epochs)) is not None:
         averaging = ExponentialAveraging(average, max_average_steps)

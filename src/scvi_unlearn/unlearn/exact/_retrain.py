@@ -6,6 +6,7 @@ import warnings
 from typing import Any
 
 from scvi_unlearn._recipe import replayable
+from scvi_unlearn.unlearn.core._devices import n_processes, split_over_processes
 from scvi_unlearn.unlearn.core._registry import register
 
 #: recipe entries that are provenance, not train() arguments
@@ -114,7 +115,17 @@ def retrain(
     kwargs.update(trainer_kwargs)
     if kwargs.get("max_epochs") is not None and int(kwargs["max_epochs"]) < 1:
         raise ValueError(f"max_epochs must be >= 1, got {kwargs['max_epochs']}.")
-    batch_size = int(kwargs.get("batch_size") or 128)
+    # the recorded minibatch was per process of the original's run; a step of this run sees
+    # as many cells, shared out over its own processes (scvi_unlearn.unlearn.core._devices)
+    recorded_run = {k: recipe.get(k, "auto") for k in ("accelerator", "devices")}
+    recorded_run.update(recipe.get("trainer_kwargs") or {})
+    step_cells = int(kwargs.get("batch_size") or 128) * n_processes(
+        recorded_run.get("strategy"),
+        recorded_run["accelerator"],
+        recorded_run["devices"],
+        recorded_run.get("num_nodes", 1),
+    )
+    batch_size = split_over_processes(step_cells, kwargs, task.budget)
     kwargs.update(
         task.train_data(batch_size, kwargs.pop("datasplitter_kwargs", None), replay=True)
     )
