@@ -32,12 +32,16 @@ the machine is shared), or on each forget set before its runs (``time_each_set``
 
 Experiment ``conditional``: a :class:`scvi_unlearn.ConditionalSCVI` original on pbmc68k, where
 the forget cells' Fisher information lives, and the per-cell verdict of its runs.
+
+Experiment ``streamed``: ``fast_retrain`` of a model trained out of core (a TileDB-SOMA store of
+the simulated members), streamed, against the same in memory (:mod:`._streamed`).
 """
 
 from benchmarks.suites.verdict import (  # noqa: F401  (importing them registers the experiments)
     _conditional,
     _grid,
     _runs,
+    _streamed,
     _summary,
 )
 from benchmarks.suites.verdict._runs import VARIANTS
