@@ -60,7 +60,8 @@ def test_every_config_builds(path):
     ids=lambda e: f"{e.suite}/{e.name}",
 )
 def test_every_parameter_is_documented(exp):
-    doc = (exp.params.__doc__ or "") + h.Common.__doc__
+    # a parameter inherited from another experiment's parameters is documented there
+    doc = "".join(cls.__doc__ or "" for cls in exp.params.__mro__)
     for field in dataclasses.fields(exp.params):
         # a numpydoc entry names it alone or with others ("cells, genes")
         entry = rf"^\s*(?:\w+, )*{field.name}(?:, \w+)*\s*$"

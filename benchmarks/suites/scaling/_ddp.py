@@ -37,10 +37,10 @@ class DDPParams(Common):
 
     Every run is its own process (``python -m benchmarks.suites.scaling ddp ...``; Lightning's
     DDP launcher starts the second rank by re-running that command), loading the saved
-    original; rank 0 writes the scores.  Under DDP each process sees half of every epoch's
-    minibatches and gradients are averaged, so the result is not bit-identical to one process
-    (and BatchNorm statistics are per process); the question is whether its quality is the
-    same.
+    original; rank 0 writes the scores.  Under DDP each process takes half of every minibatch
+    (the one-device steps, :mod:`scvi_unlearn.unlearn.core._devices`) and gradients are
+    averaged, so the result is not bit-identical to one process (other cells in each half, and
+    BatchNorm statistics per process); the question is whether its quality is the same.
 
     Attributes
     ----------
