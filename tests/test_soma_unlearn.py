@@ -203,6 +203,36 @@ def test_untrained_ids_can_be_skipped(atlas):
     assert new.unlearn_record_["n_forget"] == 1
 
 
+def test_untrained_obs_ids_of_a_filtered_query_can_be_skipped(atlas):
+    """A model trained on part of the store (a filtered query): obs ids of cells it never read
+    are refused, or skipped with ``ignore_untrained``; the record counts and digests only the
+    cells forgotten, so the requester verifies the certificate with those."""
+    untrained_donor = "donor_5"
+    with soma.Experiment.open(atlas["uri"]) as exp:
+        query = exp.axis_query(
+            "RNA", obs_query=soma.AxisQuery(value_filter=f"donor != '{untrained_donor}'")
+        )
+        dm = scvi.dataloaders.TileDBDataModule(
+            query, layer_name="counts", batch_size=128, shuffle=True, seed=0,
+            batch_column_names=["donor"], train_size=0.95, split_seed=0,
+        )  # fmt: skip
+        with isolated_seed(0), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model = su.SCVI(adata=None, registry=dm.registry, n_latent=5, n_hidden=32)
+            model.train(datamodule=dm, max_epochs=2, **QUIET)
+    untrained = su.data.forget_donor(atlas["uri"], untrained_donor, members_only=False)
+    forget = list(atlas["forget"])
+    request = [*forget, *untrained[:3]]
+    kw = {"match_fit": False, "max_epochs": 1}
+    with pytest.raises(ValueError, match="were not used to train this model"):
+        _unlearn(model, request, **kw)
+    new = _unlearn(model, request, ignore_untrained=True, **kw)
+    assert new.unlearn_record_["n_forget"] == len(forget)
+    certificate = new.deletion_certificate()
+    assert su.verify_certificate(new, certificate, forget=forget)["forget_digest"]
+    assert not su.verify_certificate(new, certificate, forget=request)["forget_digest"]
+
+
 def test_a_single_cell_last_minibatch_is_left_out(atlas):
     """Retain training cells that leave one cell over a minibatch (513 = 4 x 128 + 1): the
     stream stops after the full minibatches (BatchNorm cannot train on one cell)."""
