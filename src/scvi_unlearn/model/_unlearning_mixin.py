@@ -130,7 +130,11 @@ class UnlearningMixin:
             datamodule-trained model raises.
         **method_kwargs
             Hyper-parameters of the method (see each method's docstring); unknown names raise a
-            :class:`TypeError` listing the accepted ones.
+            :class:`TypeError` listing the accepted ones.  Lightning ``Trainer`` arguments
+            (``accelerator``, ``devices``, ``strategy``, ...) pass through as in ``train()``;
+            under a DDP strategy each of the ``W`` processes takes ``batch_size // W`` cells a
+            step, so steps and budgets are the one-device ones (docs/scale.md, "Several
+            devices").
 
         Returns
         -------
