@@ -63,11 +63,11 @@ def test_split_over_processes_records_and_guards():
     assert one == {} and "callbacks" not in run1
 
 
-def test_expect_processes_stops_a_run_of_another_size(pbmc_train):
+def test_expect_processes_stops_a_run_of_another_size(fresh_train):
     """A run whose world size is not the one the batches were split for stops at its start."""
     import scvi_unlearn as su
 
-    model = su.SCVI(pbmc_train, n_latent=4)
+    model = su.SCVI(fresh_train, n_latent=4)
     with pytest.raises(RuntimeError, match="split over 2 DDP processes, but the Trainer runs 1"):
         model.train(max_epochs=1, callbacks=[ExpectProcesses(2)], accelerator="cpu", **QUIET)
 
