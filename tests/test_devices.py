@@ -54,12 +54,12 @@ def test_per_process_batch_splits_the_step():
 
 
 def test_split_over_processes_records_and_guards():
-    budget, run = {}, {"strategy": "ddp", "accelerator": "cpu", "devices": 2, "callbacks": []}
-    assert split_over_processes(128, run, budget) == 64
+    budget, run = {}, {"strategy": "ddp", "callbacks": []}
+    assert split_over_processes(128, run, budget, accelerator="cpu", devices=2) == (64, 2)
     assert budget == {"processes": 2, "batch_size_per_process": 64}
     assert [type(c) for c in run["callbacks"]] == [ExpectProcesses]
     one, run1 = {}, {"accelerator": "cpu"}
-    assert split_over_processes(128, run1, one) == 128
+    assert split_over_processes(128, run1, one) == (128, 1)
     assert one == {} and "callbacks" not in run1
 
 

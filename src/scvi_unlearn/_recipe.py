@@ -44,7 +44,8 @@ def recordable(trainer_kwargs: dict) -> dict:
 
 def is_unpicklable_placeholder(value) -> bool:
     """Whether ``value`` is :func:`recordable`'s placeholder for an argument not recorded."""
-    return isinstance(value, str) and value.startswith(UNPICKLABLE[0]) and value.endswith(">")
+    prefix, suffix = UNPICKLABLE
+    return isinstance(value, str) and value.startswith(prefix) and value.endswith(suffix)
 
 
 def replayable(trainer_kwargs: dict) -> tuple[dict, list[str]]:

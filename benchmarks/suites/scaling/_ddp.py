@@ -17,7 +17,7 @@ import pandas as pd
 
 from benchmarks._harness import Common, experiment
 from benchmarks.suites import _settings as s
-from benchmarks.suites.verdict._grid import GridParams, load_setting
+from benchmarks.suites.verdict._grid import GridParams, load_setting, set_references
 
 # ---------------------------------------------------------------------------- DDP
 
@@ -188,10 +188,7 @@ def ddp_verdict(params: DDPVerdictParams) -> dict[str, pd.DataFrame]:
         forget_file = Path(tmp) / "forget.json"
         for set_name in names:
             forget = sets[set_name]
-            refs = su.attack.train_references(
-                model, forget, range(params.references),
-                folder=s.reference_folder(folder, set_name),
-            )  # fmt: skip
+            refs = set_references(su, params, model, folder, set_name, forget)
             cache = su.attack.ScoreCache(adata, n_draws=8, seed=0)
             forget_file.write_text(json.dumps([str(n) for n in forget]))
             for seed in range(params.seeds):

@@ -106,6 +106,14 @@ def load_setting(params: GridParams):
     raise SystemExit(f"data is 'pbmc68k' or 'simulated', not {params.data!r}")
 
 
+def set_references(su, params: GridParams, model, folder: Path, set_name: str, forget):
+    """The ``params.references`` default-recipe retrains of ``model`` without ``forget``,
+    cached per forget set (:func:`_settings.reference_folder`)."""
+    return su.attack.train_references(
+        model, forget, range(params.references), folder=s.reference_folder(folder, set_name)
+    )
+
+
 def rewound_original(su, adata, folder: Path, k: int, reference, epochs: int):
     """The original (seed 0, ``epochs`` epochs) trained with a checkpoint after ``k`` epochs:
     loaded from ``folder/original_rewind{k}`` or trained and saved there; prints whether its
@@ -165,9 +173,7 @@ def grid(params: GridParams) -> dict[str, pd.DataFrame]:
     rows = []
     for set_name in names:
         forget = sets[set_name]
-        refs = su.attack.train_references(
-            model, forget, range(params.references), folder=s.reference_folder(folder, set_name)
-        )
+        refs = set_references(su, params, model, folder, set_name, forget)
         if timed_here and params.time_each_set:
             [(_, full_time)] = su.unlearn.run_jobs(model, forget, retrain_job)
             print(f"{set_name}: full retrain {full_time:.1f} s", flush=True)

@@ -27,7 +27,7 @@ import pandas as pd
 
 from benchmarks._harness import experiment
 from benchmarks.suites import _settings as s
-from benchmarks.suites.verdict._grid import GridParams, load_setting
+from benchmarks.suites.verdict._grid import GridParams, load_setting, set_references
 
 STORE = "members.soma"
 
@@ -124,9 +124,7 @@ def streamed(params: StreamedParams) -> dict[str, pd.DataFrame]:
     rows = []
     for set_name in params.sets or list(sets):
         forget = sets[set_name]
-        refs = su.attack.train_references(
-            model, forget, range(params.references), folder=s.reference_folder(folder, set_name)
-        )
+        refs = set_references(su, params, model, folder, set_name, forget)
         cache = su.attack.ScoreCache(adata, n_draws=8, seed=0)
         for seed in range(params.seeds):
             paths = ["streamed", "in memory"] if params.in_memory else ["streamed"]

@@ -90,22 +90,30 @@ class ExpectProcesses(pl.Callback):
             )
 
 
-def split_over_processes(batch_size: int, trainer_kwargs: dict, budget: dict) -> int:
-    """The per-process batch for a run with ``trainer_kwargs`` (``strategy``, ``accelerator``,
-    ``devices``, ``num_nodes``); with several processes, appends an :class:`ExpectProcesses`
-    to ``trainer_kwargs["callbacks"]`` and records ``processes`` and ``batch_size_per_process``
-    in ``budget``."""
-    processes = n_processes(
-        trainer_kwargs.get("strategy"),
-        trainer_kwargs.get("accelerator", "auto"),
-        trainer_kwargs.get("devices", "auto"),
-        trainer_kwargs.get("num_nodes", 1),
+def processes_of(run: dict) -> int:
+    """:func:`n_processes` of a run's ``Trainer`` arguments (``strategy``, ``accelerator``,
+    ``devices``, ``num_nodes``; Lightning's defaults for those not given)."""
+    return n_processes(
+        run.get("strategy"),
+        run.get("accelerator", "auto"),
+        run.get("devices", "auto"),
+        run.get("num_nodes", 1),
     )
+
+
+def split_over_processes(
+    batch_size: int, trainer_kwargs: dict, budget: dict, **device_args
+) -> tuple[int, int]:
+    """``(per-process batch, processes)`` for a run with ``trainer_kwargs`` and
+    ``device_args`` (e.g. ``accelerator``, ``devices`` given apart from the rest).  With several
+    processes, appends an :class:`ExpectProcesses` to ``trainer_kwargs["callbacks"]`` (in place)
+    and records ``processes`` and ``batch_size_per_process`` in ``budget``."""
+    processes = processes_of({**trainer_kwargs, **device_args})
     if processes == 1:
-        return int(batch_size)
+        return int(batch_size), 1
     per_process = per_process_batch(batch_size, processes)
     callbacks = list(trainer_kwargs.get("callbacks") or [])
     trainer_kwargs["callbacks"] = [*callbacks, ExpectProcesses(processes)]
     budget["processes"] = processes
     budget["batch_size_per_process"] = per_process
-    return per_process
+    return per_process, processes

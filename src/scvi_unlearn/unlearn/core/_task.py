@@ -292,12 +292,12 @@ class UnlearningTask:
         if max_epochs < 1:
             raise ValueError(f"max_epochs must be >= 1, got {max_epochs}.")
         trainer_kwargs.setdefault("early_stopping", False)
-        run = {"accelerator": accelerator, "devices": devices, **trainer_kwargs}
-        split_over_processes(datamodule.batch_size, run, self.budget)
-        if self.budget.get("processes", 1) > 1:
-            datamodule.share(self.budget["processes"])
-        if run.get("callbacks"):
-            trainer_kwargs["callbacks"] = run["callbacks"]
+        _, processes = split_over_processes(
+            datamodule.batch_size, trainer_kwargs, self.budget,
+            accelerator=accelerator, devices=devices,
+        )  # fmt: skip
+        if processes > 1:
+            datamodule.share(processes)
         runner = TrainRunner(
             model,
             training_plan=plan,

@@ -427,8 +427,10 @@ def train_fast(
     model keeps the original's recipe (:meth:`UnlearningTask.retain_recipe`) and its per-epoch
     losses are appended to ``task.log``.
     """
-    run = {"accelerator": accelerator, "devices": devices, **trainer_kwargs}
-    data = task.train_data(split_over_processes(batch_size, run, task.budget))
+    step_batch, _ = split_over_processes(
+        batch_size, trainer_kwargs, task.budget, accelerator=accelerator, devices=devices
+    )
+    data = task.train_data(step_batch)
     for name, flag in (("kl_warmup", kl_warmup), ("match_fit", match_fit), ("strict", strict)):
         if not isinstance(flag, bool):
             raise ValueError(f"{name} must be True or False, got {flag!r}.")
@@ -436,8 +438,7 @@ def train_fast(
         max_average_steps = int_argument("max_average_steps", max_average_steps, 1)
     if check_steps is not None:
         check_steps = int_argument("check_steps", check_steps, 1)
-    trainer_kwargs.pop("callbacks", None)
-    callbacks = list(run.get("callbacks") or [])
+    callbacks = list(trainer_kwargs.pop("callbacks", None) or [])
     averaging = None
     if (average := check_average_epochs(average_epochs)) is not None:
         averaging = ExponentialAveraging(average, max_average_steps)

@@ -6,7 +6,7 @@ import warnings
 from typing import Any
 
 from scvi_unlearn._recipe import replayable
-from scvi_unlearn.unlearn.core._devices import n_processes, split_over_processes
+from scvi_unlearn.unlearn.core._devices import processes_of, split_over_processes
 from scvi_unlearn.unlearn.core._registry import register
 
 #: recipe entries that are provenance, not train() arguments
@@ -119,13 +119,8 @@ def retrain(
     # as many cells, shared out over its own processes (scvi_unlearn.unlearn.core._devices)
     recorded_run = {k: recipe.get(k, "auto") for k in ("accelerator", "devices")}
     recorded_run.update(recipe.get("trainer_kwargs") or {})
-    step_cells = int(kwargs.get("batch_size") or 128) * n_processes(
-        recorded_run.get("strategy"),
-        recorded_run["accelerator"],
-        recorded_run["devices"],
-        recorded_run.get("num_nodes", 1),
-    )
-    batch_size = split_over_processes(step_cells, kwargs, task.budget)
+    step_cells = int(kwargs.get("batch_size") or 128) * processes_of(recorded_run)
+    batch_size, _ = split_over_processes(step_cells, kwargs, task.budget)
     kwargs.update(
         task.train_data(batch_size, kwargs.pop("datasplitter_kwargs", None), replay=True)
     )
